@@ -1,0 +1,254 @@
+"""Typed experiment configuration: every knob the ATSS paper varies.
+
+All models are strict (``extra="forbid"``): a misspelled key is an error, never a silent default.
+Defaults are the paper's setting (ResNet-50 + FPN P3-P7, improved RetinaNet #A=1 + ATSS), so a
+recipe only states what its table changes.
+
+The detector's own knobs (assignment, losses, inference) live under ``model`` because
+``build_detector(config.model, num_classes)`` is the whole detector, training losses included.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+
+def default_scale_ranges(strides: list[int]) -> list[tuple[float, float]]:
+    """FCOS's per-level object-size ranges, derived from the strides.
+
+    Level with stride s takes objects whose max(l, t, r, b) is in [4s, 8s]; the first level starts
+    at 0 and the last is open. For strides 8..128 this is FCOS's
+    [0, 64], [64, 128], [128, 256], [256, 512], [512, inf].
+    """
+    ranges = [(4.0 * s, 8.0 * s) for s in strides]
+    ranges[0] = (0.0, ranges[0][1])
+    ranges[-1] = (ranges[-1][0], math.inf)
+    return ranges
+
+
+class Strict(BaseModel):
+    # inf (open FCOS range) dumps as "Infinity" in JSON mode, not null.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, ser_json_inf_nan="strings")
+
+
+class BackboneConfig(Strict):
+    name: Literal[
+        "resnet18", "resnet34", "resnet50", "resnet101",
+        "resnext101_32x8d", "resnext101_64x4d",
+    ] = "resnet50"
+    # "imagenet" (torchvision weights API), "none" (train from scratch) or a local checkpoint path.
+    weights: str = "imagenet"
+    # Stages frozen from the bottom: 0 = nothing, 1 = stem, 2 = stem + res2 (the paper), ...
+    frozen_stages: int = Field(2, ge=0, le=5)
+    # "frozen_bn" for a pretrained backbone (the paper); "bn" / "gn" train the norms (from scratch).
+    norm: Literal["frozen_bn", "bn", "gn"] = "frozen_bn"
+    # Width multiplier for the small CPU profile (1.0 = torchvision's network unchanged).
+    width: float = Field(1.0, gt=0.0, le=1.0)
+    # Deformable convolutions (DCNv2) in res3-res5, Table 8's "-DCN" rows.
+    dcn: bool = False
+
+
+class FPNConfig(Strict):
+    channels: int = Field(256, gt=0)
+    min_level: int = Field(3, ge=2, le=5)
+    max_level: int = Field(7, ge=3, le=8)
+    # Source of P6: "p5" (FCOS / ATSS official) or "c5" (RetinaNet).
+    extra_source: Literal["p5", "c5"] = "p5"
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> "FPNConfig":
+        if self.max_level < self.min_level:
+            raise ValueError("max_level must be >= min_level")
+        return self
+
+    @property
+    def strides(self) -> list[int]:
+        return [2**level for level in range(self.min_level, self.max_level + 1)]
+
+
+class HeadConfig(Strict):
+    num_convs: int = Field(4, ge=0)
+    channels: int = Field(256, gt=0)
+    norm: Literal["gn", "none"] = "gn"
+    # Centerness branch: none, on the classification tower or on the regression tower.
+    centerness: Literal["none", "cls", "reg"] = "reg"
+    # A trainable scalar per pyramid level multiplying the regression output (Table 1 "Scalar").
+    scalar_per_level: bool = True
+    prior_prob: float = Field(0.01, gt=0.0, lt=1.0)
+
+
+class AnchorConfig(Strict):
+    octave_base_scale: float = Field(8.0, gt=0.0)
+    scales_per_octave: int = Field(1, ge=1)
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _positive(cls, ratios: list[float]) -> list[float]:
+        if any(r <= 0 for r in ratios):
+            raise ValueError("aspect ratios must be > 0")
+        return ratios
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        return self.scales_per_octave * len(self.aspect_ratios)
+
+
+class RegressionConfig(Strict):
+    # Where regression starts: an anchor box (deltas) or the location point (ltrb / stride).
+    start: Literal["box", "point"] = "box"
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+
+ScaleRanges = list[tuple[float, float]]
+
+
+class MaxIoUAssign(Strict):
+    strategy: Literal["max_iou"] = "max_iou"
+    fg_iou_thresh: float = Field(0.5, ge=0.0, le=1.0)
+    bg_iou_thresh: float = Field(0.4, ge=0.0, le=1.0)
+    low_quality_matches: bool = True
+    center_in_gt: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MaxIoUAssign":
+        if self.bg_iou_thresh > self.fg_iou_thresh:
+            raise ValueError("bg_iou_thresh must be <= fg_iou_thresh")
+        return self
+
+
+class FCOSAssign(Strict):
+    strategy: Literal["fcos"] = "fcos"
+    # None: derived from the strides (default_scale_ranges); else one (lo, hi) per level.
+    scale_ranges: ScaleRanges | None = None
+    center_sampling_radius: float | None = Field(None, gt=0.0)
+
+
+class TopkScaleAssign(Strict):
+    strategy: Literal["topk_scale"] = "topk_scale"
+    topk: int = Field(9, ge=1)
+    scale_ranges: ScaleRanges | None = None
+
+
+class ATSSAssign(Strict):
+    strategy: Literal["atss"] = "atss"
+    topk: int = Field(9, ge=1)
+
+
+AssignConfig = Annotated[
+    Union[MaxIoUAssign, FCOSAssign, TopkScaleAssign, ATSSAssign], Field(discriminator="strategy")
+]
+ASSIGN_CONFIGS: dict[str, type[Strict]] = {
+    "max_iou": MaxIoUAssign, "fcos": FCOSAssign, "topk_scale": TopkScaleAssign, "atss": ATSSAssign,
+}
+
+
+class LossConfig(Strict):
+    focal_alpha: float = Field(0.25, ge=0.0, le=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    regression: Literal["smooth_l1", "giou"] = "giou"
+    regression_weight: float = Field(2.0, ge=0.0)
+    smooth_l1_beta: float = Field(1.0 / 9.0, ge=0.0)
+    # Weight each positive's regression loss by its centerness target (official ATSS / FCOS).
+    weight_by_centerness: bool = True
+    centerness_weight: float = Field(1.0, ge=0.0)
+
+
+class TestConfig(Strict):
+    score_thresh: float = Field(0.05, ge=0.0, le=1.0)
+    pre_nms_top_n: int = Field(1000, ge=1)
+    nms_thresh: float = Field(0.6, ge=0.0, le=1.0)
+    detections_per_img: int = Field(100, ge=1)
+
+
+class ModelConfig(Strict):
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    fpn: FPNConfig = Field(default_factory=FPNConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    anchors: AnchorConfig = Field(default_factory=AnchorConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    assign: AssignConfig = Field(default_factory=ATSSAssign)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    test: TestConfig = Field(default_factory=TestConfig)
+
+
+class MiniDataConfig(Strict):
+    """Parameters of the synthetic mini-COCO generator (used when ``data.kind == "mini"``)."""
+
+    seed: int = 0
+    num_train: int = Field(600, ge=1)
+    num_val: int = Field(150, ge=1)
+
+
+class DataConfig(Strict):
+    kind: Literal["coco", "mini"] = "coco"
+    # Dataset root (COCO layout). None: --data-root, then $ATSS_BENCH_DATA (coco) or the cache (mini).
+    root: str | None = None
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    # Shorter side; several values = multi-scale training (one drawn per image).
+    min_size: list[int] = Field(default_factory=lambda: [800], min_length=1)
+    max_size: int = Field(1333, gt=0)
+    test_min_size: int = Field(800, gt=0)
+    # Multi-scale testing (Table 8): extra shorter sides, detections merged by NMS; [] = single.
+    test_extra_sizes: list[int] = Field(default_factory=list)
+    size_divisibility: int = Field(32, ge=1)
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    num_workers: int = Field(2, ge=0)
+    # Evaluate on the first N val images only (None: all).
+    val_images: int | None = Field(None, ge=1)
+    mini: MiniDataConfig = Field(default_factory=MiniDataConfig)
+
+
+class TrainConfig(Strict):
+    images_per_batch: int = Field(16, ge=1)  # global batch, whatever the number of processes
+    base_lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    weight_decay_bias: float = Field(0.0, ge=0.0)
+    bias_lr_factor: float = Field(2.0, gt=0.0)
+    warmup: Literal["constant", "linear", "none"] = "constant"
+    warmup_factor: float = Field(1.0 / 3.0, gt=0.0, le=1.0)
+    warmup_iters: int = Field(500, ge=0)
+    steps: list[int] = Field(default_factory=lambda: [60000, 80000])
+    gamma: float = Field(0.1, gt=0.0)
+    max_iter: int = Field(90000, ge=1)
+    amp: bool = True  # mixed precision on CUDA; ignored on CPU
+    checkpoint_period: int = Field(2500, ge=1)
+
+    @model_validator(mode="after")
+    def _steps_sorted(self) -> "TrainConfig":
+        if self.steps != sorted(self.steps):
+            raise ValueError("steps must be increasing")
+        return self
+
+
+class ExperimentConfig(Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = 0
+
+
+# Knobs that say where or how fast a run happens, not what it computes: left out of the run id.
+RUNTIME_KEYS: frozenset[str] = frozenset({
+    "data.root", "data.num_workers", "train.checkpoint_period",
+})
+
+
+def config_hash(config: ExperimentConfig, length: int = 12) -> str:
+    """Short stable hash of the resolved config (key order and machine independent)."""
+    tree = config.model_dump(mode="json")
+    for dotted in RUNTIME_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node[key]
+        node.pop(leaf, None)
+    blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
