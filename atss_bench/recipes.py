@@ -9,6 +9,7 @@ report draws the table. Profiles (``recipes/profiles/*.yaml``) overlay the scale
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -150,14 +151,18 @@ def _validated(model: type[Strict], data: dict[str, Any], path: Path) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # An unknown key explains the other errors (a misspelled required key), so it goes first.
+        error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         loc = ".".join(str(p) for p in error["loc"])
+        hint = "compare with the recipes shipped in recipes/"
         if error["type"] == "extra_forbidden":
             message = f"unknown key '{loc}'"
+            fields = {f for m in (Recipe, RecipeRow, Layout, GridAxis, Profile) for f in m.model_fields}
+            close = difflib.get_close_matches(str(error["loc"][-1]), sorted(fields), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else hint
         else:
             message = f"{loc}: {error['msg']}" if loc else error["msg"]
-        raise ConfigError(f"{path}: {message}",
-                          hint="compare with the recipes shipped in recipes/") from None
+        raise ConfigError(f"{path}: {message}", hint=hint) from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

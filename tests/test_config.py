@@ -1,0 +1,114 @@
+"""Typed config: strictness, derived values and the run id."""
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from atss_bench.config import (
+    ExperimentConfig, RUNTIME_KEYS, config_hash, default_scale_ranges,
+)
+from atss_bench.overrides import apply_overrides, default_tree, flatten, validate_config
+from atss_bench.errors import ConfigError
+
+
+def test_defaults_are_the_papers_atss():
+    cfg = ExperimentConfig()
+    assert cfg.model.assign.strategy == "atss" and cfg.model.assign.topk == 9
+    assert cfg.model.anchors.num_anchors_per_location == 1
+    assert cfg.model.anchors.octave_base_scale == 8
+    assert cfg.model.fpn.strides == [8, 16, 32, 64, 128]
+    assert cfg.model.head.norm == "gn" and cfg.model.loss.regression == "giou"
+    assert cfg.model.loss.regression_weight == 2.0
+    assert (cfg.model.test.score_thresh, cfg.model.test.pre_nms_top_n) == (0.05, 1000)
+    assert (cfg.model.test.nms_thresh, cfg.model.test.detections_per_img) == (0.6, 100)
+    assert cfg.train.images_per_batch == 16 and cfg.train.base_lr == 0.01
+    assert cfg.train.steps == [60000, 80000] and cfg.train.max_iter == 90000
+
+
+def test_extra_keys_are_refused():
+    with pytest.raises(ValidationError):
+        ExperimentConfig.model_validate({"model": {"head": {"nrom": "gn"}}})
+
+
+def test_fcos_scale_ranges_follow_the_strides():
+    assert default_scale_ranges([8, 16, 32, 64, 128]) == [
+        (0, 64), (64, 128), (128, 256), (256, 512), (512, math.inf)]
+    assert default_scale_ranges([4, 8]) == [(0, 32), (32, math.inf)]
+
+
+def test_num_anchors_per_location_is_scales_times_ratios():
+    cfg = validate_config(apply_overrides(default_tree(), {
+        "model.anchors": {"scales_per_octave": 3, "aspect_ratios": [0.5, 1.0, 2.0]}}, "t"), "t")
+    assert cfg.model.anchors.num_anchors_per_location == 9
+
+
+def test_switching_strategy_resets_its_parameters():
+    tree = apply_overrides(default_tree(), {"model.assign.topk": 5}, "t")
+    tree = apply_overrides(tree, {"model.assign.center_in_gt": True,
+                                  "model.assign.strategy": "max_iou"}, "t")
+    assign = validate_config(tree, "t").model.assign
+    assert assign.strategy == "max_iou" and assign.center_in_gt is True
+
+
+def test_parameter_of_another_strategy_is_an_error():
+    with pytest.raises(ConfigError, match="unknown key 'model.assign.topk'"):
+        apply_overrides(default_tree(), {"model.assign.strategy": "max_iou",
+                                         "model.assign.topk": 9}, "t")
+
+
+def test_run_id_ignores_key_order():
+    a = {"model.head.norm": "none", "train.max_iter": 10}
+    b = {"train.max_iter": 10, "model.head.norm": "none"}
+    ca = validate_config(apply_overrides(default_tree(), a, "t"), "t")
+    cb = validate_config(apply_overrides(default_tree(), b, "t"), "t")
+    assert config_hash(ca) == config_hash(cb)
+    assert len(config_hash(ca)) == 12
+
+
+def _perturb(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 0.5 + 0.01 if math.isfinite(value) else 1e6
+    if isinstance(value, list):
+        return value + value[-1:] if value else [1]
+    if isinstance(value, tuple):
+        return tuple(v * 2 for v in value)
+    return None
+
+
+CHOICES = {"model.backbone.name": "resnet101", "model.backbone.weights": "none",
+           "model.backbone.norm": "gn", "model.fpn.extra_source": "c5",
+           "model.head.norm": "none", "model.head.centerness": "cls",
+           "model.regression.start": "point", "model.loss.regression": "smooth_l1",
+           "data.kind": "mini", "data.root": "/elsewhere", "data.train_split": "train2014",
+           "data.val_split": "val2014", "train.warmup": "linear"}
+
+
+def test_every_knob_changes_the_run_id_except_runtime_keys():
+    base_cfg = ExperimentConfig()
+    base = config_hash(base_cfg)
+    flat = flatten(base_cfg.model_dump())
+    seen = 0
+    for key, value in flat.items():
+        if key == "model.assign.strategy":
+            continue
+        new = CHOICES.get(key, _perturb(value))
+        if new is None:
+            new = 1.0 if value is None else None
+        if key in ("model.fpn.min_level",):
+            new = 4
+        if key == "model.head.prior_prob":
+            new = 0.02
+        if key in ("model.assign.topk",):
+            new = 5
+        tree = apply_overrides(default_tree(), {key: new}, "t")
+        changed = config_hash(validate_config(tree, "t"))
+        if key in RUNTIME_KEYS:
+            assert changed == base, key
+        else:
+            assert changed != base, key
+        seen += 1
+    assert seen > 60

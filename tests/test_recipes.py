@@ -1,0 +1,103 @@
+"""Recipes: every paper table, every row, the paper's numbers, distinct run ids."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from atss_bench.errors import ConfigError
+from atss_bench.recipes import BUILTIN_RECIPES, METRICS, list_recipes, load_recipe
+
+ROW_COUNTS = {1: 7, 2: 4, 3: 5, 4: 9, 5: 5, 6: 5, 7: 6, 8: 8}
+PAPER = Path(os.environ.get("ATSS_BENCH_PAPER",
+                            Path(__file__).resolve().parents[2] / "shared" / "paper" / "ATSS.md"))
+
+
+def recipe(n: int):
+    return load_recipe(BUILTIN_RECIPES / f"table{n}.yaml")
+
+
+def test_every_table_has_a_recipe_with_all_its_rows():
+    tables = {load_recipe(p).table: len(load_recipe(p).rows) for p in list_recipes()}
+    assert tables == ROW_COUNTS
+
+
+@pytest.mark.parametrize("profile", ["full", "mini"])
+@pytest.mark.parametrize("table", sorted(ROW_COUNTS))
+def test_rows_resolve_to_distinct_run_ids(table, profile):
+    experiments = recipe(table).experiments(profile=profile)
+    assert len(experiments) == ROW_COUNTS[table]
+    assert len({e.run_id for e in experiments}) == len(experiments)
+
+
+def test_table4_api_example():
+    experiments = load_recipe("recipes/table4.yaml").experiments(profile="mini")
+    assert len(experiments) == 9
+    assert [e.config.model.assign.topk for e in experiments] == [3, 5, 7, 9, 11, 13, 15, 17, 19]
+    assert len({e.run_id for e in experiments}) == 9
+
+
+def test_seeds_multiply_runs_and_change_ids():
+    experiments = recipe(2).experiments(profile="mini", seeds=3)
+    assert len(experiments) == 12
+    assert [e.seed for e in experiments[:3]] == [0, 1, 2]
+    assert len({e.run_id for e in experiments}) == 12
+
+
+def test_identical_experiments_share_run_ids_across_tables():
+    t2 = {e.row_id: e.run_id for e in recipe(2).experiments()}
+    t3 = {e.row_id: e.run_id for e in recipe(3).experiments()}
+    t1 = {e.row_id: e.run_id for e in recipe(1).experiments()}
+    t4 = {e.row_id: e.run_id for e in recipe(4).experiments()}
+    t7 = {e.row_id: e.run_id for e in recipe(7).experiments()}
+    assert t2["iou_box"] == t3["retinanet"] == t1["scalar"]
+    assert t2["scale_point"] == t3["fcos"] == t1["fcos"]
+    assert t3["retinanet_atss"] == t4["k9"] == t7["atss_1x1"]
+
+
+def test_profile_and_table_settings_apply():
+    full8 = recipe(8).experiments(profile="full")[0].config
+    assert full8.train.max_iter == 180000 and full8.train.steps == [120000, 160000]
+    assert full8.data.min_size == [640, 672, 704, 736, 768, 800]
+    mini8 = recipe(8).experiments(profile="mini")[0].config
+    assert mini8.train.max_iter != 180000 and mini8.data.kind == "mini"
+    full2 = recipe(2).experiments(profile="full")[0].config
+    assert full2.train.max_iter == 90000 and full2.data.min_size == [800]
+
+
+def test_table_variants_are_real_switches():
+    t1 = recipe(1).experiments()
+    heads = [(e.config.model.head.norm, e.config.model.loss.regression,
+              getattr(e.config.model.assign, "center_in_gt", None),
+              e.config.model.head.centerness, e.config.model.head.scalar_per_level) for e in t1]
+    assert heads == [
+        ("none", "smooth_l1", False, "none", False),
+        ("gn", "smooth_l1", False, "none", False),
+        ("gn", "giou", False, "none", False),
+        ("gn", "giou", True, "none", False),
+        ("gn", "giou", True, "reg", False),
+        ("gn", "giou", True, "reg", True),
+        ("gn", "giou", None, "reg", True),
+    ]
+    t7 = recipe(7).experiments()
+    assert [e.config.model.anchors.num_anchors_per_location for e in t7] == [9, 9, 9, 3, 3, 1]
+
+
+def test_unknown_row_is_an_error():
+    with pytest.raises(ConfigError, match="no row 'nope'"):
+        recipe(2).experiments(rows=["nope"])
+
+
+def _paper_numbers(text: str, table: int) -> list[float]:
+    match = re.search(rf"^Table {table} - (.*?)(?=^Table \d+ - |^\(|^## )", text, re.S | re.M)
+    assert match, f"Table {table} not found in {PAPER}"
+    return [float(x) for x in re.findall(r"(?<![\d.])\d+\.\d(?!\d)", match.group(1))]
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason=f"paper notes not found at {PAPER}")
+@pytest.mark.parametrize("table", sorted(ROW_COUNTS))
+def test_paper_metrics_match_the_paper(table):
+    ours = []
+    for row in recipe(table).rows:
+        ours.extend(row.paper[m] for m in METRICS if m in row.paper)
+    assert ours == _paper_numbers(PAPER.read_text(), table)
