@@ -65,7 +65,7 @@ spawn() {
   local log=$1
   shift
   (
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       [ "$fd" -gt 2 ] && eval "exec $fd>&-"
     done
@@ -73,10 +73,9 @@ spawn() {
   )
 }
 
-# wait_for <description> <command...>: poll every 0.5 s until the command succeeds.
+# wait_for <command...>: poll every 0.5 s until the command succeeds; fails after TIMEOUT s.
 wait_for() {
-  local what=$1 deadline=$((SECONDS + TIMEOUT))
-  shift
+  local deadline=$((SECONDS + TIMEOUT))
   until "$@" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.5
@@ -131,7 +130,8 @@ CgroupPlugin=cgroup/v1
 EOF
   # Hardware line as slurmd sees it, so the node is never drained for a config mismatch.
   local node_line
-  node_line=$(slurmd -C 2>/dev/null | grep -m1 '^NodeName=') || die "slurmd -C printed no NodeName line"
+  node_line=$(slurmd -C 2>/dev/null || true)
+  node_line=$(grep -m1 '^NodeName=' <<<"$node_line") || die "slurmd -C printed no NodeName line"
   cat >"$CONF_DIR/slurm.conf" <<EOF
 # written by atss-bench tests/slurm/cluster.sh: a one-node test cluster
 ClusterName=$CLUSTER
@@ -209,7 +209,7 @@ start_munged() {
   [ -n "$(daemon_pid munged $MUNGE_PID)" ] && return 0
   spawn "$LOG_DIR/munged.log" runuser -u munge -- munged --pid-file=$MUNGE_PID \
     --log-file="$LOG_DIR/munged.log"
-  wait_for munged munge -n ||
+  wait_for munge -n ||
     die_with_logs "munged did not answer within ${TIMEOUT}s" "$LOG_DIR/munged.log"
 }
 
@@ -222,7 +222,7 @@ start_mariadb() {
     fi
     spawn "$LOG_DIR/mariadb.log" mariadbd --user=mysql --skip-networking --datadir=/var/lib/mysql \
       --socket=$DB_SOCKET --pid-file=$DB_PID --log-error="$LOG_DIR/mariadb.log"
-    wait_for mariadbd mariadb-admin --socket=$DB_SOCKET ping ||
+    wait_for mariadb-admin --socket=$DB_SOCKET ping ||
       die_with_logs "mariadbd did not answer within ${TIMEOUT}s" "$LOG_DIR/mariadb.log"
   fi
   mariadb --socket=$DB_SOCKET -e "
@@ -236,7 +236,7 @@ start_slurmdbd() {
   if [ -z "$(daemon_pid slurmdbd "$RUN_DIR/slurmdbd.pid")" ]; then
     spawn "$LOG_DIR/slurmdbd.log" slurmdbd
   fi
-  wait_for slurmdbd accounting_up ||
+  wait_for accounting_up ||
     die_with_logs "slurmdbd did not answer sacctmgr within ${TIMEOUT}s" "$LOG_DIR/slurmdbd.log"
   if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
     sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "sacctmgr could not register cluster $CLUSTER"
@@ -246,7 +246,7 @@ start_slurmdbd() {
 start_slurmctld() {
   [ -n "$(daemon_pid slurmctld "$RUN_DIR/slurmctld.pid")" ] && return 0
   spawn "$LOG_DIR/slurmctld.log" slurmctld -i
-  wait_for slurmctld timeout 10 scontrol ping ||
+  wait_for timeout 10 scontrol ping ||
     die_with_logs "slurmctld did not answer within ${TIMEOUT}s" "$LOG_DIR/slurmctld.log"
 }
 
@@ -296,20 +296,27 @@ cmd_start() {
     "($(sinfo -h -n "$HOST" -o '%c CPUs, %m MB')); logs in $LOG_DIR"
 }
 
-stop_daemon() {
-  local name=$1 pidfile=$2 pid i
-  pid=$(daemon_pid "$name" "$pidfile")
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 60; i++)); do
-    [ -d "/proc/$pid" ] || break
-    sleep 0.5
+# stop_daemons name:pidfile...: SIGTERM each, in the order given, then wait for all to exit.
+stop_daemons() {
+  local entry pid pids=() names=() i j
+  for entry in "$@"; do
+    pid=$(daemon_pid "${entry%%:*}" "${entry#*:}")
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    pids+=("$pid")
+    names+=("${entry%%:*}")
   done
-  if [ -d "/proc/$pid" ]; then
-    say "$name ($pid) ignored SIGTERM for 30s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  for ((j = 0; j < ${#pids[@]}; j++)); do
+    for ((i = 0; i < 300; i++)); do
+      [ -d "/proc/${pids[$j]}" ] || break
+      sleep 0.1
+    done
+    if [ -d "/proc/${pids[$j]}" ]; then
+      say "${names[$j]} (${pids[$j]}) ignored SIGTERM for 30s: SIGKILL"
+      kill -KILL "${pids[$j]}" 2>/dev/null || true
+    fi
+  done
+  for entry in "$@"; do rm -f "${entry#*:}"; done
 }
 
 cmd_stop() {
@@ -329,10 +336,10 @@ cmd_stop() {
       sleep 0.5
     done
   fi
-  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-    entry=${DAEMONS[$i]}
-    stop_daemon "${entry%%:*}" "${entry#*:}"
-  done
+  # Reverse start order; daemons with nothing left depending on them stop together.
+  stop_daemons "${DAEMONS[4]}" "${DAEMONS[3]}" # slurmd, slurmctld
+  stop_daemons "${DAEMONS[2]}"                 # slurmdbd (flushes accounting to mariadb)
+  stop_daemons "${DAEMONS[1]}" "${DAEMONS[0]}" # mariadbd, munged
   say "stopped in $((SECONDS - T0))s"
 }
 
