@@ -1,0 +1,151 @@
+"""COCO-format detection dataset (real COCO or mini-COCO) over the standard layout.
+
+    <root>/annotations/instances_<split>.json
+    <root>/<split>/<file_name>
+
+Targets follow the official ATSS code (maskrcnn-benchmark): crowd boxes are left out of training
+targets, boxes are clipped to the image and those narrower or shorter than 1 px dropped, and
+(for training) images without any usable annotation are removed. Labels are contiguous
+``0 .. num_classes - 1`` in ascending COCO category id order.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+from torchvision.ops import box_convert, clip_boxes_to_image, remove_small_boxes
+
+from ..errors import DataError
+from .transforms import DetectionTransform
+
+DATA_ROOT_ENV = "ATSS_BENCH_DATA"
+LAYOUT_HINT = ("expected the COCO layout <root>/annotations/instances_<split>.json and "
+               "<root>/<split>/*.jpg; set --data-root or " + DATA_ROOT_ENV)
+Target = dict[str, Any]
+
+
+def resolve_data_root(explicit: str | Path | None) -> Path | None:
+    """The dataset root: ``explicit`` if given, else ``$ATSS_BENCH_DATA`` if set, else None."""
+    if explicit:
+        return Path(explicit).expanduser()
+    from_env = os.environ.get(DATA_ROOT_ENV)
+    return Path(from_env).expanduser() if from_env else None
+
+
+def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+    """(annotation JSON, image directory) of ``split`` under ``root``; DataError if missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist", hint=LAYOUT_HINT)
+    annotation_file = root / "annotations" / f"instances_{split}.json"
+    if not annotation_file.is_file():
+        raise DataError(f"annotations/instances_{split}.json not found under {root}",
+                        hint=LAYOUT_HINT)
+    image_dir = root / split
+    if not image_dir.is_dir():
+        raise DataError(f"image directory {split}/ not found under {root}", hint=LAYOUT_HINT)
+    return annotation_file, image_dir
+
+
+def load_coco(annotation_file: Path) -> COCO:
+    """pycocotools' COCO index of ``annotation_file`` (quietly); DataError if malformed."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(annotation_file))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        raise DataError(f"{annotation_file} is not a COCO annotation file: {error!r}",
+                        hint=LAYOUT_HINT) from error
+
+
+def _has_valid_annotation(anns: list[dict[str, Any]]) -> bool:
+    """maskrcnn-benchmark's rule: some annotation (crowd included) has a box wider and taller
+    than 1 px."""
+    return any(ann["bbox"][2] > 1 and ann["bbox"][3] > 1 for ann in anns)
+
+
+class CocoDetection(Dataset):
+    """``dataset[i]`` -> (image [3, H, W] float RGB in [0, 1], target).
+
+    target: ``boxes`` float32 [K, 4] xyxy in resized pixels, ``labels`` int64 [K] contiguous,
+    ``image_id`` int, ``orig_size`` and ``size`` (height, width) before / after resizing, and
+    ``scale`` (x, y) = resized / original (see ``transforms.map_boxes_to_original``).
+    ``remove_images_without_annotations`` defaults to ``train`` (official training removes them,
+    evaluation keeps every image). ``flip_prob`` applies only when ``train``.
+    """
+
+    def __init__(self, root: str | Path, split: str, *, train: bool,
+                 min_size: int | Sequence[int] = 800, max_size: int = 1333,
+                 flip_prob: float = 0.5,
+                 remove_images_without_annotations: bool | None = None) -> None:
+        annotation_file, self.image_dir = coco_split_paths(root, split)
+        self.root, self.split, self.train = Path(root), split, train
+        self.coco = load_coco(annotation_file)
+        self.contiguous_to_cat_id: list[int] = sorted(self.coco.cats)
+        self.cat_id_to_contiguous: dict[int, int] = {
+            cat_id: label for label, cat_id in enumerate(self.contiguous_to_cat_id)}
+        self.class_names: list[str] = [self.coco.cats[c]["name"] for c in self.contiguous_to_cat_id]
+        remove_empty = (train if remove_images_without_annotations is None
+                        else remove_images_without_annotations)
+        self.ids: list[int] = [i for i in sorted(self.coco.imgs) if not remove_empty
+                               or _has_valid_annotation(self.coco.imgToAnns.get(i, []))]
+        self.transform = DetectionTransform(min_size, max_size, flip_prob if train else 0.0)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.contiguous_to_cat_id)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, image_id: int) -> Image.Image:
+        """The image as RGB (grayscale, CMYK, palette and RGBA files are converted)."""
+        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError as error:
+            raise DataError(f"image {path} listed in the annotations is missing",
+                            hint=LAYOUT_HINT) from error
+
+    def load_target(self, image_id: int, height: int, width: int) -> tuple[torch.Tensor,
+                                                                           torch.Tensor]:
+        """Training boxes (xyxy, original pixels) and contiguous labels: no crowds, clipped,
+        boxes under 1 px dropped."""
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes = clip_boxes_to_image(box_convert(boxes, "xywh", "xyxy"), (height, width))
+        labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns],
+                              dtype=torch.int64)
+        keep = remove_small_boxes(boxes, 1.0)
+        return boxes[keep], labels[keep]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        image_id = self.ids[index]
+        image = self.load_image(image_id)
+        boxes, labels = self.load_target(image_id, image.height, image.width)
+        orig_size = (image.height, image.width)
+        tensor, boxes, _ = self.transform(image, boxes)
+        size = (int(tensor.shape[1]), int(tensor.shape[2]))
+        target: Target = {
+            "boxes": boxes,
+            "labels": labels,
+            "image_id": image_id,
+            "orig_size": orig_size,
+            "size": size,
+            "scale": (size[1] / orig_size[1], size[0] / orig_size[0]),
+        }
+        return tensor, target
+
+
+def collate_detection(batch: Sequence[tuple[torch.Tensor, Target]]
+                      ) -> tuple[list[torch.Tensor], list[Target]]:
+    """DataLoader collate: images and targets as lists (sizes differ; the model batches them)."""
+    return [image for image, _ in batch], [target for _, target in batch]
