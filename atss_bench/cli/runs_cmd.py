@@ -1,0 +1,253 @@
+"""`atss-bench run`, `atss-bench status` and `atss-bench results export`."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from atss_bench.cli.app import app, console, err_console
+from atss_bench.cli.recipes_cmd import parse_sets, split_rows
+from atss_bench.job import PlannedRun, RunOutcome, plan_runs, resolve_train_fn, run_planned
+from atss_bench.job import rundir as rd
+from atss_bench.recipes import load_recipe
+from atss_bench.report.summary import MAX_SEED_SCAN, seed_run_ids
+from atss_bench.store import EXPORT_FORMATS, export_results, resolve_results_dir, scan_results
+
+RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
+STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow",
+               "not run": "dim", "busy": "cyan", "skip": "dim"}
+
+
+def _styled(state: str) -> str:
+    style = STATE_STYLE.get(state.split(" ")[0], "")
+    return f"[{style}]{state}[/]" if style else state
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+class _LogWatcher(threading.Thread):
+    """Follows a run's log.jsonl and moves its progress bar (the engine itself prints nothing)."""
+
+    def __init__(self, progress: Progress, task: Any, log_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.progress, self.task, self.log_path = progress, task, log_path
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            last = rd.read_last_log_line(self.log_path, keys=("iter", "max_iter")) or {}
+            if isinstance(last.get("iter"), int) and isinstance(last.get("max_iter"), int):
+                self.progress.update(self.task, completed=last["iter"], total=last["max_iter"])
+
+
+def _print_plan(plan: list[PlannedRun]) -> None:
+    table = Table(title="dry run: nothing is trained")
+    for column in ("row", "seed", "run_id", "action", "detail"):
+        table.add_column(column, no_wrap=column == "run_id")
+    for item in plan:
+        exp = item.experiment
+        table.add_row(exp.row_id, str(exp.seed), exp.run_id, _styled(item.action),
+                      escape(item.detail))
+    console.print(table)
+    todo = sum(item.will_train for item in plan)
+    console.print(f"{todo} to train, {len(plan) - todo} skipped ({len(plan)} distinct runs)")
+
+
+def _run_with_progress(results_dir: Path, plan: list[PlannedRun], train_fn: Any,
+                       data_root: str | None) -> list[RunOutcome]:
+    todo = [item for item in plan if item.will_train]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        overall = progress.add_task("rows", total=len(todo))
+        current = progress.add_task("", total=None, visible=False)
+        watcher: list[_LogWatcher] = []
+
+        def on_start(item: PlannedRun) -> None:
+            exp = item.experiment
+            progress.reset(current, total=None, visible=True,
+                           description=escape(f"{exp.row_id} seed {exp.seed} [{exp.run_id}]"))
+            watcher.append(_LogWatcher(progress, current, rd.run_dir_for(results_dir, exp.run_id)
+                                       / rd.LOG))
+            watcher[-1].start()
+
+        def on_finish(outcome: RunOutcome) -> None:
+            watcher[-1].stop.set()
+            watcher[-1].join()
+            progress.advance(overall)
+            exp = outcome.experiment
+            text = (f"AP {outcome.metrics['AP']:.1f}" if outcome.state == "done"
+                    else outcome.reason)
+            progress.console.print(f"{_styled(outcome.state)} {escape(exp.row_id)} seed {exp.seed}"
+                                   f" {escape(f'[{exp.run_id}]')} {escape(text)}", highlight=False)
+
+        outcomes = run_planned(results_dir, plan, train_fn=train_fn, data_root=data_root,
+                               on_start=on_start, on_finish=on_finish)
+        progress.update(current, visible=False)
+    return outcomes
+
+
+def _print_summary(plan: list[PlannedRun], outcomes: list[RunOutcome]) -> None:
+    by_id = {o.experiment.run_id: o for o in outcomes}
+    table = Table(title="summary")
+    for column in ("row", "seed", "run_id", "state", "AP", "time", "reason"):
+        table.add_column(column, no_wrap=column in ("run_id", "state"))
+    for item in plan:
+        exp, outcome = item.experiment, by_id.get(item.experiment.run_id)
+        if outcome is None:
+            state: str = item.action
+            seconds = "-"
+            reason = "already done" if item.action == "skip" else item.detail
+            ap = f"{item.ap:.1f}" if item.ap is not None else "-"
+        else:
+            state, seconds, reason = outcome.state, f"{outcome.seconds:.1f}s", outcome.reason
+            ap = f"{outcome.metrics['AP']:.1f}" if "AP" in outcome.metrics else "-"
+        table.add_row(exp.row_id, str(exp.seed), exp.run_id, _styled(state), escape(ap), seconds,
+                      escape(reason))
+    console.print(table)
+
+
+@app.command("run")
+def run_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/table2.yaml."),
+    profile: str = typer.Option("full", "--profile", "-p", help="Profile name or YAML path."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Row id(s), comma separated."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per row."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    force: bool = typer.Option(False, "--force", help="Retrain finished runs from scratch."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would run or be skipped."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="Override: key=value."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder."),
+) -> None:
+    """Train a recipe's rows here, one after another; finished runs are skipped."""
+    experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
+                                                  rows=split_rows(rows), overrides=parse_sets(sets))
+    results_dir = resolve_results_dir(results)
+    plan = plan_runs(results_dir, experiments, force=force)
+    if dry_run:
+        _print_plan(plan)
+        return
+    if not any(item.will_train for item in plan):
+        console.print(f"nothing to train: {len(plan)} runs already done or running"
+                      f" in {results_dir}")
+        _print_summary(plan, [])
+        return
+    train_fn = resolve_train_fn(None)  # a missing engine is one line + exit 2, before any run
+    outcomes = _run_with_progress(results_dir, plan, train_fn, data_root)
+    _print_summary(plan, outcomes)
+    failed = [o for o in outcomes if o.state == "failed"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(outcomes)} runs failed[/] (see "
+                          f"`atss-bench status {recipe}`)")
+        raise typer.Exit(1)
+
+
+# --- status ------------------------------------------------------------------------------------
+
+def _value(record: dict[str, Any], key: str) -> Any:
+    """A record field, None for missing / NaN / NaT."""
+    value = record.get(key)
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+
+
+def _age(record: dict[str, Any], now: datetime) -> str:
+    stamp = next((_value(record, k) for k in ("finished", "started", "created")
+                  if _value(record, k) is not None), None)
+    if stamp is None:
+        return "-"
+    seconds = max(0.0, (now - stamp).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _progress_text(record: dict[str, Any]) -> str:
+    it, total = _value(record, "iter"), _value(record, "max_iter")
+    if it is None or total is None:
+        return "-"
+    return f"{int(it)}/{int(total)}"
+
+
+def _recipe_records(frame: pd.DataFrame, recipe_path: Path, profile: str,
+                    overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recipe's rows (all seeds found in the store; seed offset 0 even if never run)."""
+    recipe = load_recipe(recipe_path)
+    by_id = {r["run_id"]: r for r in frame.to_dict("records")} if not frame.empty else {}
+    out = []
+    for row_id, run_ids in seed_run_ids(recipe, profile, MAX_SEED_SCAN, overrides).items():
+        for offset, run_id in enumerate(run_ids):
+            record = by_id.get(run_id)
+            if record is not None:
+                out.append({**record, "row_id": row_id})
+            elif offset == 0:
+                out.append({"run_id": run_id, "row_id": row_id, "status": "not run",
+                            "table": recipe.table})
+    return out
+
+
+@app.command("status")
+def status_command(
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (default: every run)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p",
+                                          help="Profile (with RECIPE default: full)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set",
+                                             help="With RECIPE: the runs' overrides, key=value."),
+) -> None:
+    """What ran, what runs, what failed and why."""
+    results_dir = resolve_results_dir(results)
+    scan = scan_results(results_dir)
+    for line in scan.warnings:
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if recipe is not None:
+        records = _recipe_records(scan.frame, recipe, profile or "full", parse_sets(sets))
+    else:
+        frame = scan.frame if profile is None else scan.frame[scan.frame["profile"] == profile]
+        records = frame.sort_values(["table", "row_id", "seed"], key=lambda c: c.astype(str)
+                                    ).to_dict("records")
+    if not records:
+        console.print(f"no runs in {results_dir}")
+        return
+    now = datetime.now(timezone.utc)
+    table = Table(title=f"runs in {results_dir}")
+    for column in ("table", "row", "seed", "run_id", "state", "progress", "AP", "age"):
+        table.add_column(column, no_wrap=column in ("run_id", "state", "progress"))
+    for r in records:
+        ap, seed = _value(r, "AP"), _value(r, "seed")
+        table.add_row(str(_value(r, "table") or ""), str(r["row_id"]),
+                      "-" if seed is None else str(seed), r["run_id"], _styled(r["status"]),
+                      _progress_text(r), "-" if ap is None else f"{ap:.1f}", _age(r, now))
+    console.print(table)
+    for r in records:
+        reason = _value(r, "reason") or ""
+        if r["status"] in ("failed", "timed-out", "cancelled") or reason.startswith("stale"):
+            run_dir = Path(r["run_dir"])
+            what = escape(f"{r['row_id']} [{r['run_id']}]: {reason or 'no reason recorded'}")
+            console.print(f"[red]{r['status']}[/] {what}", highlight=False)
+            console.print(f"  log: {run_dir / rd.LOG}  traceback: {run_dir / rd.ERROR}",
+                          highlight=False, markup=False)
+
+
+# --- results export ----------------------------------------------------------------------------
+
+results_app = typer.Typer(help="The results table (one row per run).", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("export")
+def export_command(
+    fmt: str = typer.Option("csv", "--format", help=" | ".join(EXPORT_FORMATS)),
+    out: Optional[Path] = typer.Option(None, "--out", help="File (default: RESULTS/results.FMT)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+) -> None:
+    """Write every run (metrics, state, provenance) as CSV or Parquet."""
+    path = export_results(resolve_results_dir(results), fmt, out)
+    console.print(f"wrote {path}", highlight=False)

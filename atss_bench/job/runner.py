@@ -1,0 +1,232 @@
+"""Run one experiment into its run directory: idempotent, locked, failure recorded.
+
+``run_experiment_job`` is the unit every launcher calls (inline, submitit local, SLURM): it
+returns the stored metrics of a finished run without training, otherwise takes the run lock,
+writes the spec, trains through ``train_fn`` (the engine by default, imported lazily) and writes
+metrics + provenance, then ``done``. Any exception is recorded as ``failed`` with a one-line reason
+(and the traceback in error.txt) and re-raised.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+import time
+import traceback
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from atss_bench.config import ExperimentConfig, config_hash
+from atss_bench.errors import LaunchError, StoreError, TrainingError
+from atss_bench.job import rundir as rd
+from atss_bench.job.provenance import collect_provenance, host_info
+from atss_bench.recipes import METRICS, Experiment
+
+# train_fn(config, run_dir, *, data_root=None, progress=True)
+#     -> {"metrics": {"AP": ..., ...}, "provenance": {...}}
+TrainFn = Callable[..., Mapping[str, Any]]
+REASON_MAX_CHARS = 300
+
+
+class RunBusyError(StoreError):
+    """Another process holds the run's lock (the same run is being trained elsewhere)."""
+
+
+def default_train_fn() -> TrainFn:
+    """The engine's ``run_experiment``, imported only when a run actually trains."""
+    try:
+        from atss_bench.engine import run_experiment
+    except ImportError as exc:
+        raise LaunchError(f"the training engine is not available ({exc})",
+                          hint="atss_bench.engine.run_experiment must be importable") from None
+    return run_experiment
+
+
+def resolve_train_fn(train_fn: TrainFn | str | None) -> TrainFn:
+    """A callable, a ``"module:function"`` path (picklable for job launchers), or None (engine)."""
+    if train_fn is None:
+        return default_train_fn()
+    if isinstance(train_fn, str):
+        module, _, name = train_fn.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise LaunchError(f"train function '{train_fn}' not found ({exc})") from None
+    return train_fn
+
+
+def process_rank(environ: Mapping[str, str] | None = None) -> int:
+    """This process's rank in a multi-process run (torchrun, or srun with several tasks), else 0.
+
+    Only rank 0 keeps the run's records; the other ranks just train alongside it.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"])
+    return 0
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: exception class and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return reason if len(reason) <= REASON_MAX_CHARS else reason[: REASON_MAX_CHARS - 1] + "…"
+
+
+def write_spec(run_dir: Path, experiment: Experiment) -> None:
+    """config.yaml (the resolved config) and meta.json (where the run comes from)."""
+    config = experiment.config.model_dump(mode="json")
+    rd.atomic_write_text(run_dir / rd.CONFIG, yaml.safe_dump(config, sort_keys=False))
+    previous = rd.read_json(run_dir / rd.META) or {}
+    rd.atomic_write_json(run_dir / rd.META, {
+        "run_id": experiment.run_id, "recipe": experiment.recipe, "table": experiment.table,
+        "row_id": experiment.row_id, "label": experiment.label, "profile": experiment.profile,
+        "seed": experiment.seed, "paper": dict(experiment.paper),
+        "created": previous.get("created") or rd.utc_now(),
+    })
+
+
+def mark_pending(results_dir: str | Path, experiment: Experiment, **fields: Any) -> bool:
+    """Record a queued run (e.g. with its slurm_job_id); False if it is done or busy."""
+    run_dir = rd.run_dir_for(results_dir, experiment.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = rd.RunLock(run_dir)
+    if not lock.acquire(wait=False):
+        return False
+    try:
+        if rd.read_done_metrics(run_dir) is not None:
+            return False
+        write_spec(run_dir, experiment)
+        rd.write_status(run_dir, rd.PENDING, reason=None, queued=rd.utc_now(), **fields)
+        return True
+    finally:
+        lock.release()
+
+
+def run_experiment_job(
+    results_dir: str | Path,
+    experiment: Experiment,
+    *,
+    train_fn: TrainFn | str | None = None,
+    force: bool = False,
+    data_root: str | None = None,
+    progress: bool = True,
+    wait: bool = False,
+) -> dict[str, Any]:
+    """Train ``experiment`` unless its run is done; return its metrics.json content.
+
+    A run already being trained by another process raises ``RunBusyError`` (``wait=True`` blocks
+    on its lock instead, then returns its result). ``force`` retrains from scratch.
+    """
+    run_dir = rd.run_dir_for(results_dir, experiment.run_id)
+    if not force and (stored := rd.read_done_metrics(run_dir)) is not None:
+        return stored
+    train = resolve_train_fn(train_fn)
+    if process_rank() != 0:  # rank 0 holds the lock and writes; the others only train with it
+        result = train(experiment.config, run_dir, data_root=data_root, progress=False)
+        return {"run_id": experiment.run_id, **dict(result)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = rd.RunLock(run_dir)
+    if not lock.acquire(wait=wait):
+        raise RunBusyError(f"run {experiment.run_id} is being trained by another process",
+                           hint=f"see {run_dir / rd.STATUS}")
+    try:
+        if not force and (stored := rd.read_done_metrics(run_dir)) is not None:
+            return stored  # finished by the process we waited for
+        return _train_locked(run_dir, experiment, train, force, data_root, progress)
+    finally:
+        lock.release()
+
+
+def _clear_outputs(run_dir: Path, force: bool) -> None:
+    rd.remove_stale_temp_files(run_dir)
+    for name in (rd.METRICS, rd.ERROR) + ((rd.LOG,) if force else ()):
+        with suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    if force:
+        shutil.rmtree(run_dir / rd.CHECKPOINTS, ignore_errors=True)
+
+
+def _train_locked(run_dir: Path, experiment: Experiment, train: TrainFn, force: bool,
+                  data_root: str | None, progress: bool) -> dict[str, Any]:
+    _clear_outputs(run_dir, force)
+    write_spec(run_dir, experiment)
+    attempt = int((rd.read_json(run_dir / rd.STATUS) or {}).get("attempt") or 0) + 1
+    rd.write_status(run_dir, rd.RUNNING, reason=None, started=rd.utc_now(), finished=None,
+                    attempt=attempt, **host_info())
+    start = time.monotonic()
+    try:
+        result = train(experiment.config, run_dir, data_root=data_root, progress=progress)
+        record = _metrics_record(experiment, result, run_dir, time.monotonic() - start)
+        rd.atomic_write_json(run_dir / rd.METRICS, record)
+    except BaseException as exc:
+        _record_failure(run_dir, exc, time.monotonic() - start)
+        raise
+    rd.write_status(run_dir, rd.DONE, finished=rd.utc_now(),
+                    wall_time=record["provenance"]["wall_time"])
+    return record
+
+
+def _metrics_record(experiment: Experiment, result: Any, run_dir: Path,
+                    wall_time: float) -> dict[str, Any]:
+    if not isinstance(result, Mapping) or not isinstance(result.get("metrics"), Mapping):
+        raise TrainingError(f"train function returned {type(result).__name__}, "
+                            "expected a dict with 'metrics' and 'provenance'")
+    metrics = {str(k): float(v) for k, v in result["metrics"].items()
+               if isinstance(v, (int, float))}
+    missing = [m for m in METRICS if m not in metrics]
+    if missing:
+        raise TrainingError(f"train function returned no {', '.join(missing)}")
+    if not math.isfinite(metrics["AP"]):
+        raise TrainingError(f"non-finite AP {metrics['AP']}")
+    last = rd.read_last_log_line(run_dir / rd.LOG, keys=("iter", "max_iter")) or {}
+    config: ExperimentConfig = experiment.config
+    provenance = {
+        **collect_provenance(),
+        **dict(result.get("provenance") or {}),
+        "config_hash": config_hash(config),
+        "wall_time": round(wall_time, 3),
+        "iter": last.get("iter"),
+        "max_iter": last.get("max_iter", config.train.max_iter),
+    }
+    return {"run_id": experiment.run_id, "metrics": metrics, "provenance": provenance,
+            "finished": rd.utc_now()}
+
+
+def _record_failure(run_dir: Path, exc: BaseException, wall_time: float) -> None:
+    """Best effort: never let bookkeeping hide the original exception."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        rd.atomic_write_text(run_dir / rd.ERROR, text)
+        rd.write_status(run_dir, rd.FAILED, reason=failure_reason(exc), finished=rd.utc_now(),
+                        wall_time=round(wall_time, 3))
+    except Exception:  # noqa: BLE001  (disk full, permissions: the original error matters more)
+        pass
+
+
+@dataclass
+class RunJob:
+    """A picklable job for launchers: paths and configs only, never a model.
+
+    ``train_fn`` is a ``"module:function"`` path (None: the engine) so the job pickles by reference.
+    Calling it twice is safe: a finished run returns its stored metrics.
+    """
+
+    results_dir: str
+    experiment: Experiment
+    force: bool = False
+    data_root: str | None = None
+    train_fn: str | None = None
+    wait: bool = False
+
+    def __call__(self) -> dict[str, Any]:
+        return run_experiment_job(self.results_dir, self.experiment, train_fn=self.train_fn,
+                                  force=self.force, data_root=self.data_root, progress=False,
+                                  wait=self.wait)

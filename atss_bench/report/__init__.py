@@ -1,0 +1,62 @@
+"""Reports: the store's results drawn in the paper's table shapes (+ PNG plots for sweeps).
+
+``render_table(recipe, results_df, profile, seeds)`` -> Markdown of one table;
+``plot_sweep(recipe, results_df, profile, seeds, path)`` -> PNG; ``build_report`` does several
+tables at once and links their plots. No CLI or console code here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from atss_bench.recipes import BUILTIN_RECIPES, Recipe, list_recipes
+from atss_bench.report.markdown import render_summary, render_table
+from atss_bench.report.plot import plot_summary, plot_sweep
+from atss_bench.report.summary import MetricStat, RowSummary, TableSummary, summarize_table
+
+__all__ = [
+    "MetricStat", "Report", "RowSummary", "TableSummary", "build_report", "paper_table_recipes",
+    "plot_sweep", "render_table", "summarize_table",
+]
+
+
+def paper_table_recipes(directory: Path = BUILTIN_RECIPES) -> list[Path]:
+    """The paper's tables (``table<N>.yaml``) in table order; other recipes (ci.yaml) are not."""
+    paths = [p for p in list_recipes(directory)
+             if p.stem.startswith("table") and p.stem[5:].isdigit()]
+    return sorted(paths, key=lambda p: int(p.stem[5:]))
+
+
+@dataclass
+class Report:
+    markdown: str
+    plots: list[Path] = field(default_factory=list)
+
+
+def build_report(
+    recipes: Sequence[Recipe],
+    results_df: pd.DataFrame,
+    profile: str = "full",
+    seeds: int | None = None,
+    plot_dir: str | Path | None = None,
+    link_base: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Report:
+    """Markdown for every recipe; sweeps also get ``plot_dir/table<N>_<profile>.png``, linked
+    relative to ``link_base`` (the Markdown file's folder) when given."""
+    parts, plots = [], []
+    for recipe in recipes:
+        summary = summarize_table(recipe, results_df, profile, seeds, overrides)
+        text = render_summary(summary)
+        if recipe.layout.sweep and plot_dir is not None:
+            name = f"table{recipe.table}_{summary.profile}.png"
+            path = plot_summary(summary, Path(plot_dir) / name)
+            plots.append(path)
+            link = os.path.relpath(path, link_base) if link_base is not None else str(path)
+            text += f"\n![Table {recipe.table}: ours vs. the paper]({link})\n"
+        parts.append(text)
+    return Report("\n".join(parts), plots)

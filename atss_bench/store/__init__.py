@@ -1,0 +1,20 @@
+"""The results store: ``results/runs/<run_id>/`` folders read back as one DataFrame.
+
+The run-directory format and its atomic writers live in ``atss_bench.job.rundir`` (jobs write
+records; the store, above them, reads them). Stable API: ``load_results(results_dir)``.
+"""
+from atss_bench.store.records import COLUMNS, CorruptRecord, read_record
+from atss_bench.store.table import (
+    EXPORT_FORMATS,
+    RESULTS_ENV,
+    ScanResult,
+    export_results,
+    load_results,
+    resolve_results_dir,
+    scan_results,
+)
+
+__all__ = [
+    "COLUMNS", "CorruptRecord", "EXPORT_FORMATS", "RESULTS_ENV", "ScanResult", "export_results",
+    "load_results", "read_record", "resolve_results_dir", "scan_results",
+]

@@ -1,0 +1,118 @@
+"""The whole store as one pandas DataFrame (one row per run), and its export."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from atss_bench.errors import StoreError
+from atss_bench.job import rundir as rd
+from atss_bench.recipes import METRICS
+from atss_bench.store.records import COLUMNS, EXTRA_METRICS, CorruptRecord, read_record
+
+RESULTS_ENV = "ATSS_BENCH_RESULTS"
+DEFAULT_RESULTS = "results"
+TIME_COLUMNS = ("created", "started", "finished", "updated")
+INT_COLUMNS = ("seed", "iter", "max_iter", "world_size", "pid")
+NUMERIC_COLUMNS = (*METRICS, *EXTRA_METRICS)
+EXPORT_FORMATS = ("csv", "parquet")
+
+log = logging.getLogger(__name__)
+
+
+def resolve_results_dir(results_dir: str | Path | None = None) -> Path:
+    """An explicit folder, else $ATSS_BENCH_RESULTS, else ./results."""
+    if results_dir is not None and str(results_dir) != "":
+        return Path(results_dir)
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+
+
+@dataclass
+class ScanResult:
+    frame: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def _run_dirs(results_dir: Path) -> list[Path]:
+    runs = results_dir / rd.RUNS
+    try:
+        with os.scandir(runs) as entries:
+            return sorted(Path(e.path) for e in entries
+                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise StoreError(f"{runs} is not a folder",
+                         hint="--results must name a results folder") from None
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records)
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    extra = sorted(c for c in frame.columns if c not in COLUMNS)
+    frame = frame[list(COLUMNS) + extra]
+    for column in TIME_COLUMNS:
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601", errors="coerce")
+    for column in INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame["git_dirty"] = frame["git_dirty"].astype("boolean")
+    for column in (*NUMERIC_COLUMNS, "wall_time", "images_per_sec", "train_seconds",
+                   "eval_seconds"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def scan_results(results_dir: str | Path) -> ScanResult:
+    """Read every run record; a corrupt or partial record is skipped with a warning, never raised.
+    """
+    results_dir = Path(results_dir)
+    records, warnings = [], []
+    for run_dir in _run_dirs(results_dir):
+        try:
+            records.append(read_record(run_dir))
+        except CorruptRecord as exc:
+            warnings.append(f"{run_dir}: skipped ({exc})")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            warnings.append(f"{run_dir}: skipped ({type(exc).__name__}: {exc})")
+    for line in warnings:
+        log.warning(line)
+    return ScanResult(_frame(records), warnings)
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """One row per run in ``results_dir/runs`` (columns: ``store.COLUMNS`` + any extra metrics).
+
+    ``status`` is pending | running | done | failed (| cancelled | timed-out); metrics are NaN
+    unless done. Skipped corrupt records are listed in ``frame.attrs["warnings"]``.
+    """
+    scan = scan_results(results_dir)
+    scan.frame.attrs["warnings"] = scan.warnings
+    return scan.frame
+
+
+def export_results(results_dir: str | Path, fmt: str = "csv",
+                   out: str | Path | None = None) -> Path:
+    """Write the results table as CSV or Parquet (default: results_dir/results.<fmt>)."""
+    if fmt not in EXPORT_FORMATS:
+        raise StoreError(f"unknown export format '{fmt}'", hint="use csv or parquet")
+    frame = load_results(results_dir)
+    frame.attrs = {}
+    out = Path(out) if out is not None else Path(results_dir) / f"results.{fmt}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(out, index=False)
+        return out
+    for column in frame.columns:
+        if pd.api.types.is_object_dtype(frame[column]):  # e.g. table: 1 and "S1" mixed
+            frame[column] = frame[column].astype("string")
+    try:
+        frame.to_parquet(out, index=False)
+    except ImportError as exc:
+        raise StoreError(f"parquet export needs pyarrow ({exc})",
+                         hint="pip install pyarrow, or use --format csv") from None
+    return out
