@@ -19,7 +19,8 @@ def recipe(n: int):
 
 def test_every_table_has_a_recipe_with_all_its_rows():
     tables = {load_recipe(p).table: len(load_recipe(p).rows) for p in list_recipes()}
-    assert tables == ROW_COUNTS
+    assert {t: n for t, n in tables.items() if isinstance(t, int)} == ROW_COUNTS
+    assert tables["ci"] == 3  # the CI regression recipe (atss-bench check)
 
 
 @pytest.mark.parametrize("profile", ["full", "mini"])

@@ -1,0 +1,52 @@
+"""`atss-bench check`: CI regression on mini-COCO against a committed baseline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from atss_bench.check import DEFAULT_BASELINE, DEFAULT_RECIPE, run_check, update_baseline
+from atss_bench.cli.app import app, console
+
+
+@app.command("check")
+def check_command(
+    recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe", help="The CI recipe."),
+    baseline: Path = typer.Option(DEFAULT_BASELINE, "--baseline", help="Baseline JSON."),
+    update: bool = typer.Option(False, "--update-baseline",
+                                help="Train every row with --seeds seeds and rewrite the baseline."),
+    seeds: int = typer.Option(3, "--seeds", min=2, help="Seeds per row for --update-baseline."),
+    profile: str = typer.Option("mini", "--profile", help="Profile for --update-baseline."),
+    results: Optional[Path] = typer.Option(None, "--results",
+                                           help="Keep the runs here (default: a temp dir)."),
+) -> None:
+    """Train the CI recipe and compare each row's AP with the baseline; exit 1 on a regression."""
+    if update:
+        data = update_baseline(recipe, baseline, profile=profile, seeds=seeds, results_dir=results)
+        table = Table("row", "AP mean", "AP std", "seeds", title=f"baseline written: {baseline}")
+        for row_id, row in data["rows"].items():
+            table.add_row(row_id, f"{row['AP_mean']:.2f}", f"{row['AP_std']:.2f}",
+                          str(len(row["AP"])))
+        console.print(table)
+        console.print(f"tolerance {data['tolerance_AP']:.2f} AP ({data['rule']})", highlight=False)
+        return
+    rows = run_check(recipe, baseline, results_dir=results)
+    table = Table("row", "label", "baseline AP", "now", "delta", "tolerance", "verdict",
+                  title=f"atss-bench check: {recipe} vs {baseline}")
+    style = {"ok": "green", "better": "cyan", "regression": "bold red", "failed": "bold red"}
+    for row in rows:
+        now = "-" if row.now is None else f"{row.now:.2f}"
+        delta = "-" if row.delta is None else f"{row.delta:+.2f}"
+        table.add_row(row.row_id, row.label, f"{row.baseline:.2f}", now, delta,
+                      f"±{row.tolerance:.2f}", f"[{style[row.verdict]}]{row.verdict}[/]")
+    console.print(table)
+    bad = [r for r in rows if r.verdict in ("regression", "failed")]
+    for row in bad:
+        if row.reason:
+            console.print(f"{row.row_id}: {row.reason}", markup=False, highlight=False)
+    if bad:
+        console.print(f"[bold red]{len(bad)} of {len(rows)} rows regressed or failed[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]all {len(rows)} rows within tolerance[/]")
