@@ -14,8 +14,10 @@ from rich.table import Table
 
 from atss_bench.cli.app import app, console, err_console
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
+from atss_bench.cli.submit_cmd import print_job_states
 from atss_bench.job import PlannedRun, RunOutcome, plan_runs, resolve_train_fn, run_planned
 from atss_bench.job import rundir as rd
+from atss_bench.launch import refresh_job_states
 from atss_bench.recipes import load_recipe
 from atss_bench.report.summary import MAX_SEED_SCAN, seed_run_ids
 from atss_bench.store import EXPORT_FORMATS, export_results, resolve_results_dir, scan_results
@@ -204,6 +206,7 @@ def status_command(
 ) -> None:
     """What ran, what runs, what failed and why."""
     results_dir = resolve_results_dir(results)
+    jobs = refresh_job_states(results_dir)  # SLURM / local job states into the store first
     scan = scan_results(results_dir)
     for line in scan.warnings:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
@@ -234,6 +237,8 @@ def status_command(
             console.print(f"[red]{r['status']}[/] {what}", highlight=False)
             console.print(f"  log: {run_dir / rd.LOG}  traceback: {run_dir / rd.ERROR}",
                           highlight=False, markup=False)
+    shown = {r["run_id"] for r in records}
+    print_job_states([job for job in jobs if job.run_id in shown])  # job ids, logs, errors
 
 
 # --- results export ----------------------------------------------------------------------------

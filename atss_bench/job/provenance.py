@@ -45,12 +45,17 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def slurm_job_id() -> str | None:
+    """The id users see in squeue: ``<array job>_<task>`` for array tasks, else SLURM_JOB_ID."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 def host_info() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id()}
 
 
 def collect_provenance() -> dict[str, Any]:
     """Code and environment provenance for metrics.json (the engine adds device, speed, ...)."""
     return {**git_info(), "versions": package_versions(), "host": socket.gethostname(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+            "slurm_job_id": slurm_job_id()}
