@@ -1,0 +1,93 @@
+"""`atss-bench inspect-assign`: what each sample-selection rule makes of a dataset's GT boxes."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich import box
+from rich.table import Table
+
+from atss_bench.cli.app import app, console
+from atss_bench.cli.recipes_cmd import parse_sets
+from atss_bench.errors import ConfigError
+
+DATA_KINDS = ("mini", "coco")
+
+
+@app.command("inspect-assign")
+def inspect_assign_command(
+    data: Optional[str] = typer.Option(
+        None, "--data", help="mini: the profile's synthetic mini-COCO; coco: data.root or "
+                             "$ATSS_BENCH_DATA (default: the profile's data.kind)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="A COCO-layout folder."),
+    split: str = typer.Option("val2017", "--split"),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", "-p", help="Resize, anchors and data (default: mini with --data "
+                                      "mini, else full)."),
+    rules: Optional[str] = typer.Option(
+        None, "--rules", help="Comma-separated rules (default: max_iou,fcos,topk_scale,atss)."),
+    images: int = typer.Option(2, "--images", min=0, help="Pictures of the first N images."),
+    image_id: Optional[list[int]] = typer.Option(None, "--image-id",
+                                                 help="Picture of this image (repeatable)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder (default results/inspect/<dataset>)."),
+    sets: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override key=value (model.assign.* only with a single rule)."),
+) -> None:
+    """Positives per GT, per pyramid level, by object size and aspect ratio, for each rule."""
+    from atss_bench.inspect import RULES, resolve_dataset_root, resolve_rule_configs
+    from atss_bench.inspect.run import run_inspection
+
+    if data is not None and data not in DATA_KINDS:
+        raise ConfigError(f"--data {data!r}: expected one of {', '.join(DATA_KINDS)}",
+                          hint="or give a folder with --data-root")
+    if data == "mini" and data_root is not None:
+        raise ConfigError("--data mini and --data-root both given", hint="choose one")
+    overrides = parse_sets(sets)
+    if data is not None:
+        overrides["data.kind"] = data
+    profile = profile or ("mini" if data == "mini" else "full")
+    configs = resolve_rule_configs(profile, rules or RULES, overrides)
+    root = resolve_dataset_root(next(iter(configs.values())), data_root)
+    out_dir = out or Path("results") / "inspect" / root.name
+    name = f"assign-{split}-{Path(profile).stem}"
+    result = run_inspection(root, split, configs, out_dir, image_ids=image_id,
+                            num_images=images, name=name)
+    console.print(render_table(result.table, f"{root.name} {split}, profile {profile}"))
+    gt = result.ground_truth
+    console.print(f"{gt.num_images} images, {gt.num_gt} GT boxes, {len(configs)} rules in "
+                  f"{result.seconds:.1f} s", highlight=False)
+    for path in (result.markdown_path, result.csv_path, *result.pictures):
+        console.print(f"wrote {path}", highlight=False)
+
+
+def render_table(frame: pd.DataFrame, title: str) -> Table:
+    """The statistics as a compact rich table: a section per rule, a row per GT group."""
+    levels = [c for c in frame.columns if c.endswith("_pct") and c != "zero_pos_pct"]
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                  collapse_padding=True)
+    table.add_column("GTs by", no_wrap=True)
+    for header in ("GTs", "pos/GT", "med", "p10", "0pos%", "IoU"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for column in levels:
+        table.add_column(column.replace("_pct", "%"), justify="right", no_wrap=True)
+    for rule, rows in frame.groupby("rule", sort=False):
+        table.add_row(f"[bold]{rule}[/bold]")
+        for _, row in rows.iterrows():
+            table.add_row(_group_label(row["group"], row["bin"]), str(int(row["gts"])),
+                          _number(row["pos_per_gt_mean"], 1), _number(row["pos_per_gt_median"], 1),
+                          _number(row["pos_per_gt_p10"], 1), _number(row["zero_pos_pct"], 1),
+                          _number(row["mean_iou"], 2), *(_number(row[c], 0) for c in levels))
+        table.add_section()
+    return table
+
+
+def _group_label(group: str, label: str) -> str:
+    return {"all": "all", "size": label}.get(group, f"w/h {label}")
+
+
+def _number(value: float, decimals: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{decimals}f}"
