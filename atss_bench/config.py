@@ -56,7 +56,7 @@ class BackboneConfig(Strict):
 class FPNConfig(Strict):
     channels: int = Field(256, gt=0)
     min_level: int = Field(3, ge=2, le=5)
-    max_level: int = Field(7, ge=3, le=8)
+    max_level: int = Field(7, ge=3, le=7)
     # Source of P6: "p5" (FCOS / ATSS official) or "c5" (RetinaNet).
     extra_source: Literal["p5", "c5"] = "p5"
 

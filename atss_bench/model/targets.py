@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ class Assigner:
 
     def __post_init__(self) -> None:
         get_assigner(self.strategy, self.params)  # ConfigError now, not at the first step
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "params", dict(self.params))  # own copy (and picklable)
 
     def __call__(self, anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor,
                  gt_valid: Tensor) -> Tensor:

@@ -1,7 +1,9 @@
 """The whole detector: every Table 1, 2, 3 and 7 variant trains; inference; config plumbing."""
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -187,3 +189,13 @@ def test_other_layouts_train(overrides):
     losses = model.train()([_image()], [TARGET])
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+
+
+def test_model_can_be_copied_and_pickled():
+    model, _ = _model(3, "fcos_atss")
+    model.eval()
+    with torch.no_grad():
+        model([_image()])  # fills the anchor cache
+        clone = pickle.loads(pickle.dumps(copy.deepcopy(model)))
+        (a,), (b,) = model([_image()]), clone([_image()])
+    assert torch.equal(a["scores"], b["scores"])
