@@ -1,0 +1,119 @@
+"""The training loop: one SGD step per global batch, with AMP, a NaN guard, logs and checkpoints.
+
+Iterations are counted like the log: ``iter = N`` is the state after N updates. The update made
+from ``iter = N - 1`` uses the lr ``scheduler`` holds for step N - 1 (warm-up and decay exact).
+A non-finite loss (mean over processes, so every process stops together) raises
+``TrainingError("non-finite loss at iter N: {...}")`` *before* the update, so the weights and the
+last checkpoint stay clean.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from atss_bench.engine.distributed import DistInfo, reduce_mean
+from atss_bench.engine.monitor import JsonlLog, TrainProgress
+from atss_bench.errors import TrainingError
+
+Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
+LOG_PERIOD = 20
+
+
+@dataclass
+class TrainResult:
+    iterations: int  # updates made by this call (0 when resumed at max_iter)
+    seconds: float
+    images_per_sec: float
+    last_losses: dict[str, float]
+
+
+def move_batch(batch: Batch, device: torch.device) -> Batch:
+    """Images and the tensors the model needs (boxes, labels) onto ``device``."""
+    images, targets = batch
+    images = [image.to(device, non_blocking=True) for image in images]
+    moved = []
+    for target in targets:
+        target = dict(target)
+        for key in ("boxes", "labels"):
+            if key in target:
+                target[key] = target[key].to(device, non_blocking=True)
+        moved.append(target)
+    return images, moved
+
+
+def check_finite(losses: dict[str, float], iteration: int) -> None:
+    if not all(math.isfinite(value) for value in losses.values()):
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in losses.items())
+        raise TrainingError(
+            f"non-finite loss at iter {iteration}: {{{shown}}}",
+            hint="lower train.base_lr, lengthen the warm-up, or check the data",
+        )
+
+
+def train_loop(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    batches: Iterator[Batch],
+    *,
+    start_iter: int,
+    max_iter: int,
+    images_per_batch: int,
+    dist_info: DistInfo,
+    amp: bool,
+    checkpoint_period: int,
+    save_checkpoint: Callable[[int], None] | None = None,
+    log: JsonlLog | None = None,
+    progress: bool = False,
+    log_period: int | None = None,
+) -> TrainResult:
+    """Train from ``start_iter`` to ``max_iter``; ``save_checkpoint(iter)`` is called on every
+    process every ``checkpoint_period`` iterations and at ``max_iter`` (it writes on rank 0).
+    ``log`` gets a line every ``log_period`` (default :data:`LOG_PERIOD`) iterations and at the
+    end, on rank 0."""
+    log_period = log_period or LOG_PERIOD
+    device = dist_info.device
+    use_amp = amp and device.type == "cuda"
+    bar = TrainProgress(progress and dist_info.is_main, max_iter, start_iter)
+    model.train()
+    started = window_start = time.perf_counter()
+    window_iters = 0
+    losses: dict[str, float] = {}
+    try:
+        for step in range(start_iter, max_iter):
+            iteration = step + 1
+            images, targets = move_batch(next(batches), device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss_dict = model(images, targets)
+            total = sum(loss_dict.values())
+            losses = reduce_mean({"loss": total, **loss_dict}, dist_info)
+            check_finite(losses, iteration)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            window_iters += 1
+            now = time.perf_counter()
+            its = window_iters / max(now - window_start, 1e-9)
+            bar.update(iteration, losses["loss"], lr, its)
+            if iteration % log_period == 0 or iteration == max_iter:
+                if log is not None and dist_info.is_main:
+                    log.write({"iter": iteration, "max_iter": max_iter, **losses, "lr": lr,
+                               "time": 1.0 / its, "it/s": its, "elapsed": now - started})
+                window_start, window_iters = now, 0
+            if save_checkpoint is not None and (iteration % checkpoint_period == 0
+                                                or iteration == max_iter):
+                save_checkpoint(iteration)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    done = max(0, max_iter - start_iter)
+    return TrainResult(done, seconds, done * images_per_batch / seconds if done else 0.0, losses)
