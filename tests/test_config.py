@@ -98,8 +98,10 @@ def test_every_knob_changes_the_run_id_except_runtime_keys():
         new = CHOICES.get(key, _perturb(value))
         if new is None:
             new = 1.0 if value is None else None
-        if key in ("model.fpn.min_level",):
+        if key == "model.fpn.min_level":
             new = 4
+        if key == "model.fpn.max_level":
+            new = 6
         if key == "model.head.prior_prob":
             new = 0.02
         if key in ("model.assign.topk",):
