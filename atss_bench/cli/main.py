@@ -1,7 +1,9 @@
 """Entry point: registers every command module on the app."""
 from __future__ import annotations
 
-from atss_bench.cli import recipes_cmd  # noqa: F401  (registers commands)
+from atss_bench.cli import (  # noqa: F401  (importing a module registers its commands)
+    check_cmd, data_cmd, inspect_cmd, recipes_cmd, report_cmd, runs_cmd, submit_cmd,
+)
 from atss_bench.cli.app import app
 
 
