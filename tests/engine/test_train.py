@@ -121,3 +121,17 @@ def test_cpu_thread_budget_leaves_a_core_per_worker(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with runner.cpu_thread_budget(cpu, num_workers=2) as threads:
         assert threads == before  # the user's setting wins
+
+
+def test_log_truncated_on_resume(tmp_path: Path) -> None:
+    """Lines a killed run wrote after its last checkpoint (and a half-written last line) go."""
+    log = JsonlLog(tmp_path / "log.jsonl")
+    for iteration in (2, 4, 6, 8):
+        log.write({"iter": iteration, "max_iter": 10, "loss": 1.0})
+    log.write({"iter": 10, "eval": {"AP": 1.0}})
+    with open(tmp_path / "log.jsonl", "a") as handle:
+        handle.write('{"iter": 12, "lo')
+    log.truncate_after(6)
+    assert [r["iter"] for r in read_log(tmp_path / "log.jsonl")] == [2, 4, 6]
+    log.truncate_after(0)
+    assert read_log(tmp_path / "log.jsonl") == []
