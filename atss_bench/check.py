@@ -55,10 +55,10 @@ class CheckRow:
 
 
 def _train(recipe_path: Path, profile: str, seeds: int, results_dir: Path,
-           train_fn: TrainFn | str | None, overrides: dict[str, Any] | None, force: bool
-           ) -> tuple[list[Experiment], dict[str, dict[str, Any]]]:
+           train_fn: TrainFn | str | None, overrides: dict[str, Any] | None, force: bool,
+           rows: list[str] | None = None) -> tuple[list[Experiment], dict[str, dict[str, Any]]]:
     experiments = load_recipe(recipe_path).experiments(profile=profile, seeds=seeds,
-                                                       overrides=overrides)
+                                                       overrides=overrides, rows=rows)
     plan = plan_runs(results_dir, experiments, force=force)
     outcomes = run_planned(results_dir, plan, train_fn=train_fn)
     by_run = {o.experiment.run_id: {"metrics": o.metrics, "reason": o.reason} for o in outcomes}
@@ -125,15 +125,15 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 
 def run_check(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DEFAULT_BASELINE, *,
-              results_dir: Path | None = None,
-              train_fn: TrainFn | str | None = None) -> list[CheckRow]:
+              results_dir: Path | None = None, train_fn: TrainFn | str | None = None,
+              rows: list[str] | None = None) -> list[CheckRow]:
     """Train seed 0 of every baseline row from scratch and compare its AP (never reuses runs)."""
     baseline = load_baseline(baseline_path)
     with tempfile.TemporaryDirectory(prefix="atss-check-") as tmp:
         store = Path(results_dir or tmp)
         experiments, by_run = _train(recipe_path, baseline["profile"], 1, store, train_fn,
-                                     baseline.get("overrides") or None, force=True)
-    rows = []
+                                     baseline.get("overrides") or None, force=True, rows=rows)
+    checked = []
     for exp in experiments:
         expected = baseline["rows"].get(exp.row_id)
         if expected is None:
@@ -141,6 +141,6 @@ def run_check(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DEFAULT_
                               hint="update it with `atss-bench check --update-baseline`")
         result = by_run.get(exp.run_id, {})
         now = result.get("metrics", {}).get("AP") if result.get("metrics") else None
-        rows.append(CheckRow(exp.row_id, exp.label, expected["AP_mean"], now,
-                             baseline["tolerance_AP"], result.get("reason", "")))
-    return rows
+        checked.append(CheckRow(exp.row_id, exp.label, expected["AP_mean"], now,
+                                baseline["tolerance_AP"], result.get("reason", "")))
+    return checked
