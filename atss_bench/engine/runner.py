@@ -129,6 +129,7 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
     root = prepare_dataset_root(config.data, data_root, dist_info)
     train_set = build_train_dataset(root, config.data)
     model = build_detector(config.model, train_set.num_classes).to(device)
+    model.size_divisibility = config.data.size_divisibility  # batch padding is a data setting
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=train_cfg.amp and device.type == "cuda")
