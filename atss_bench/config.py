@@ -187,7 +187,8 @@ class MiniDataConfig(Strict):
 
 class DataConfig(Strict):
     kind: Literal["coco", "mini"] = "coco"
-    # Dataset root (COCO layout). None: --data-root, then $ATSS_BENCH_DATA (coco) or the cache (mini).
+    # COCO root (kind coco): --data-root wins, then this, then $ATSS_BENCH_DATA. Mini data always
+    # comes from the generator cache ($ATSS_BENCH_CACHE), so this is ignored for kind mini.
     root: str | None = None
     train_split: str = "train2017"
     val_split: str = "val2017"
