@@ -94,7 +94,7 @@ def update_baseline(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DE
     stds = [statistics.stdev(r["AP"]) for r in rows.values()]
     pooled = math.sqrt(sum(s * s for s in stds) / len(stds))
     baseline = {
-        "recipe": str(recipe_path), "profile": profile, "seeds": seeds,
+        "recipe": _display_path(recipe_path), "profile": profile, "seeds": seeds,
         "tolerance_AP": round(max(TOLERANCE_SIGMAS * pooled, MIN_TOLERANCE), 3),
         "pooled_std_AP": round(pooled, 3),
         "rule": f"regression if AP < mean - max({TOLERANCE_SIGMAS} x pooled seed std, "
@@ -109,6 +109,14 @@ def update_baseline(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DE
     baseline_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(baseline_path, baseline)
     return baseline
+
+
+def _display_path(path: Path) -> str:
+    """Repository-relative where possible, so a baseline names no machine's folders."""
+    try:
+        return str(Path(path).resolve().relative_to(BUILTIN_RECIPES.parent))
+    except ValueError:
+        return str(path)
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
