@@ -9,6 +9,7 @@ Dataset root, first match wins:
 """
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -66,8 +67,15 @@ def build_train_batches(
         # DataLoader draws its worker base seed from this generator, never the global RNG.
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
+        worker_init_fn=_ignore_sigterm,
     )
     return sampler, iter(loader)
+
+
+def _ignore_sigterm(_worker_id: int) -> None:
+    """SLURM signals the whole process group on preemption or cancel; the main process decides
+    (checkpoint and requeue, or stop) and takes its workers down with it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def val_image_ids(dataset: CocoDetection, data: DataConfig) -> list[int]:
