@@ -3,7 +3,6 @@ and the real coco-tiny (``$ATSS_BENCH_TEST_COCO``, default ``<repo>/../shared/da
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from PIL import Image
 from atss_bench.data.mini import generate_mini_coco
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COCO_ENV = "ATSS_BENCH_TEST_COCO"
 MINI_PARAMS: dict[str, Any] = {"seed": 3, "num_train": 24, "num_val": 80}
 
 
@@ -22,14 +20,6 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated mini-COCO, shared by every data test (read-only)."""
     return generate_mini_coco(tmp_path_factory.mktemp("mini") / "mini-coco", **MINI_PARAMS)
 
-
-@pytest.fixture(scope="session")
-def coco_tiny_root() -> Path:
-    root = Path(os.environ.get(COCO_ENV, REPO_ROOT.parent / "shared" / "data" / "coco-tiny"))
-    if not (root / "annotations" / "instances_val2017.json").is_file():
-        pytest.skip(f"real COCO sample not found at {root}: set {COCO_ENV} to a COCO-layout "
-                    "directory (e.g. coco-tiny) to run the real-data tests")
-    return root
 
 
 # Hand-made dataset: every number below is checked exactly by the tests.

@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw
 from atss_bench.config import ExperimentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COCO_ENV = "ATSS_BENCH_TEST_COCO"
 SQUARE_CATEGORY_IDS = (2, 5, 9)  # non-contiguous on purpose
 
 
@@ -111,11 +110,3 @@ def _engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def square_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_square_coco(tmp_path_factory.mktemp("square") / "coco")
 
-
-@pytest.fixture(scope="session")
-def coco_tiny_root() -> Path:
-    root = Path(os.environ.get(COCO_ENV, REPO_ROOT.parent / "shared" / "data" / "coco-tiny"))
-    if not (root / "annotations" / "instances_val2017.json").is_file():
-        pytest.skip(f"real COCO sample not found at {root}: set {COCO_ENV} to a COCO-layout "
-                    "directory (e.g. coco-tiny) to run the real-data tests")
-    return root
