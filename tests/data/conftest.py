@@ -11,7 +11,6 @@ from PIL import Image
 
 from atss_bench.data.mini import generate_mini_coco
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MINI_PARAMS: dict[str, Any] = {"seed": 3, "num_train": 24, "num_val": 80}
 
 
