@@ -11,6 +11,7 @@ from atss_bench.cli.recipes_cmd import parse_sets
 from atss_bench.errors import ConfigError
 from atss_bench.recipes import BUILTIN_RECIPES, Recipe, load_recipe
 from atss_bench.report import build_report, paper_table_recipes
+from atss_bench.report.claims import PAPER_CLAIMS, evaluate_claims, load_claims, render_claims
 from atss_bench.store import resolve_results_dir, scan_results
 
 RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
@@ -19,7 +20,7 @@ RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
 def select_recipes(recipe: Path | None, table: str | None, all_tables: bool) -> list[Recipe]:
     """Exactly one of RECIPE, --table N (recipes/tableN.yaml, shipped) or --all (Tables 1-8)."""
     if sum((recipe is not None, table is not None, all_tables)) != 1:
-        raise ConfigError("give exactly one of RECIPE, --table N or --all",
+        raise ConfigError("give exactly one of RECIPE, --table N, --all or --claims",
                           hint="e.g. atss-bench report --table 2 --profile mini")
     if all_tables:
         return [load_recipe(path) for path in paper_table_recipes()]
@@ -46,22 +47,37 @@ def report_command(
                                         help="Seeds per row expected (default: all found)."),
     sets: Optional[list[str]] = typer.Option(None, "--set",
                                              help="Override the runs were made with: key=value."),
+    claims: bool = typer.Option(False, "--claims",
+                                help="The paper's claims instead: measured difference ± SE."),
+    claims_file: Path = typer.Option(PAPER_CLAIMS, "--claims-file",
+                                     help="Claims to check with --claims."),
 ) -> None:
     """Markdown tables shaped like the paper's: paper value | ours (mean ± std) | delta."""
-    recipes = select_recipes(recipe, table, all_tables)
+    if claims and (recipe is not None or table is not None or all_tables or sets):
+        raise ConfigError("--claims checks the shipped tables: give no RECIPE, --table, --all "
+                          "or --set with it", hint="e.g. atss-bench report --claims --profile mini")
+    recipes = None if claims else select_recipes(recipe, table, all_tables)
     results_dir = resolve_results_dir(results)
     scan = scan_results(results_dir)
     for line in scan.warnings:
         err_console.print(f"warning: {line}", highlight=False, markup=False)
+    if recipes is None:
+        checked = evaluate_claims(load_claims(claims_file), scan.frame, profile, seeds=seeds)
+        _write(render_claims(checked, profile), out)
+        return
     plot_dir = out.parent if out is not None else results_dir / "reports"
     report = build_report(recipes, scan.frame, profile=profile, seeds=seeds, plot_dir=plot_dir,
                           link_base=out.parent if out is not None else None,
                           overrides=parse_sets(sets))
-    if out is None:
-        typer.echo(report.markdown, nl=False)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report.markdown, encoding="utf-8")
-        err_console.print(f"wrote {out}", highlight=False, markup=False)
+    _write(report.markdown, out)
     for plot in report.plots:
         err_console.print(f"plot: {plot}", highlight=False, markup=False)
+
+
+def _write(markdown: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(markdown, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown, encoding="utf-8")
+    err_console.print(f"wrote {out}", highlight=False, markup=False)
