@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench mini-report clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Re-render the committed CPU-scale reproduction (results/mini) from its run records; no training.
+MINI_TABLES := 1 2 3 4 7
+mini-report: setup
+	for t in $(MINI_TABLES); do \
+	  $(BIN)/atss-bench report --table $$t --profile mini --results results/mini \
+	    --out results/mini/table$$t.md || exit 1; done
+	$(BIN)/atss-bench report --claims --profile mini --results results/mini \
+	  --out results/mini/claims.md
 
 bench: setup
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

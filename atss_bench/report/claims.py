@@ -14,6 +14,7 @@ The error of a difference is the standard error of the two means combined,
 
 A spread picks the best and the worst of several rows, so it overstates the true difference:
 ``flat`` holding is the conservative answer. Fewer than 2 seeds on a side: no error, ``n < 2``.
+A row whose runs all failed (a diverged baseline) makes the verdict ``<table>:<row> failed``.
 """
 from __future__ import annotations
 
@@ -62,6 +63,12 @@ class ClaimSet(Strict):
 
 
 @dataclass(frozen=True)
+class RowAP:
+    stat: MetricStat  # AP over the finished seeds
+    failed: int = 0  # runs of the row that failed (diverged, crashed)
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
     paper: float | None  # the paper's difference (or spread), AP points
@@ -107,14 +114,23 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def evaluate_claim(claim: Claim, stats: dict[str, MetricStat]) -> ClaimResult:
-    """``stats``: ``<table>:<row>`` -> the row's AP statistics."""
-    missing = [ref for ref in claim.refs() if ref not in stats]
+def evaluate_claim(claim: Claim, rows: dict[str, RowAP]) -> ClaimResult:
+    """``rows``: ``<table>:<row>`` -> the row's AP statistics and failed runs."""
+    missing = [ref for ref in claim.refs() if ref not in rows]
     if missing:
         raise ConfigError(f"claim '{claim.id}': no recipe row {', '.join(missing)}",
                           hint="rows are <table>:<row id> of the shipped recipes")
-    picked = [stats[ref] for ref in claim.refs()]
+    picked = [rows[ref].stat for ref in claim.refs()]
     n = tuple(s.n for s in picked)
+    result = _compare(claim, picked, n)
+    failed = [f"{ref} failed ({rows[ref].failed}/{rows[ref].failed + rows[ref].stat.n})"
+              for ref in claim.refs() if rows[ref].stat.n == 0 and rows[ref].failed]
+    if failed:
+        return ClaimResult(claim, result.paper, None, None, n, "; ".join(failed))
+    return result
+
+
+def _compare(claim: Claim, picked: list[MetricStat], n: tuple[int, ...]) -> ClaimResult:
     if claim.kind != "flat":
         row, than = picked
         diff, se = _diff(row.mean, than.mean), _combined(row, than)
@@ -140,12 +156,14 @@ def evaluate_claims(claims: Sequence[Claim], results_df: pd.DataFrame, profile: 
     tables = {ref.split(":")[0] for claim in claims for ref in claim.refs()}
     if recipes is None:
         recipes = [load_recipe(BUILTIN_RECIPES / f"table{t}.yaml") for t in sorted(tables)]
-    stats: dict[str, MetricStat] = {}
+    rows: dict[str, RowAP] = {}
     for recipe in recipes:
         summary = summarize_table(recipe, results_df, profile, seeds)
         for row in summary.rows:
-            stats[f"{recipe.table}:{row.row.id}"] = row.metrics.get("AP", MetricStat(None))
-    return [evaluate_claim(claim, stats) for claim in claims]
+            failed = sum(r["status"] == "failed" for r in row.others)
+            ap = row.metrics.get("AP") or MetricStat(row.row.paper.get("AP"))
+            rows[f"{recipe.table}:{row.row.id}"] = RowAP(ap, failed)
+    return [evaluate_claim(claim, rows) for claim in claims]
 
 
 def _signed(value: float | None, digits: int = 2) -> str:

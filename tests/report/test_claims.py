@@ -119,3 +119,14 @@ def test_cli_claims_renders_and_a_bad_claims_file_is_one_line(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{bad}: claims.0.kind" in result.output
     assert PAPER_CLAIMS.is_file()
+
+
+def test_a_row_whose_runs_all_failed_is_named_in_the_verdict(table, make_frame):
+    frame = make_frame(table(1), "mini", {
+        "none": [("failed", "TrainingError: non-finite loss"), ("failed", "nan"), None],
+        "gn": [0.0, 0.2, 0.4],
+    })
+    (result,) = evaluate_claims([claim(kind="better", row="1:gn", than="1:none")], frame, "mini",
+                                recipes=[table(1)], seeds=3)
+    assert (result.diff, result.se, result.n) == (None, None, (3, 0))
+    assert result.verdict == "1:none failed (2/2)" and result.paper == pytest.approx(0.9)
