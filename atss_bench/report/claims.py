@@ -14,7 +14,7 @@ The error of a difference is the standard error of the two means combined,
 
 A spread picks the best and the worst of several rows, so it overstates the true difference:
 ``flat`` holding is the conservative answer. Fewer than 2 seeds on a side: no error, ``n < 2``.
-A row whose runs all failed (a diverged baseline) makes the verdict ``<table>:<row> failed``.
+Failed runs of a compared row (a diverged baseline) are named in the verdict.
 """
 from __future__ import annotations
 
@@ -123,11 +123,12 @@ def evaluate_claim(claim: Claim, rows: dict[str, RowAP]) -> ClaimResult:
     picked = [rows[ref].stat for ref in claim.refs()]
     n = tuple(s.n for s in picked)
     result = _compare(claim, picked, n)
-    failed = [f"{ref} failed ({rows[ref].failed}/{rows[ref].failed + rows[ref].stat.n})"
-              for ref in claim.refs() if rows[ref].stat.n == 0 and rows[ref].failed]
-    if failed:
-        return ClaimResult(claim, result.paper, None, None, n, "; ".join(failed))
-    return result
+    failed = [f"{ref}: {rows[ref].failed} of {rows[ref].failed + rows[ref].stat.n} runs failed"
+              for ref in claim.refs() if rows[ref].failed]
+    if not failed:
+        return result
+    verdict = "; ".join(failed if result.diff is None else [result.verdict, *failed])
+    return ClaimResult(claim, result.paper, result.diff, result.se, n, verdict)
 
 
 def _compare(claim: Claim, picked: list[MetricStat], n: tuple[int, ...]) -> ClaimResult:

@@ -129,4 +129,10 @@ def test_a_row_whose_runs_all_failed_is_named_in_the_verdict(table, make_frame):
     (result,) = evaluate_claims([claim(kind="better", row="1:gn", than="1:none")], frame, "mini",
                                 recipes=[table(1)], seeds=3)
     assert (result.diff, result.se, result.n) == (None, None, (3, 0))
-    assert result.verdict == "1:none failed (2/2)" and result.paper == pytest.approx(0.9)
+    assert result.verdict == "1:none: 2 of 2 runs failed" and result.paper == pytest.approx(0.9)
+    frame = make_frame(table(1), "mini", {"none": [0.0, ("failed", "nan"), 0.2],
+                                          "gn": [0.0, 0.2, 0.4]})
+    (result,) = evaluate_claims([claim(kind="better", row="1:gn", than="1:none")], frame, "mini",
+                                recipes=[table(1)], seeds=3)
+    assert result.diff == pytest.approx(33.6 - 32.6) and result.n == (3, 2)
+    assert result.verdict == "holds; 1:none: 1 of 3 runs failed"
