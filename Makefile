@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/atss-bench run recipes/table2.yaml --profile mini
+	$(BIN)/atss-bench run recipes/table2.yaml --profile mini --jobs 2
 	$(BIN)/atss-bench report --table 2 --profile mini
 
 test: setup

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,46 @@ def test_run_planned_keeps_going_after_a_failure(tmp_path: Path):
     assert [p.action for p in plan] == ["skip", "resume", "skip"]
     assert plan[1].detail.startswith("failed: TrainingError")
     assert [p.action for p in plan_runs(tmp_path, experiments, force=True)] == ["rerun"] * 3
+
+
+def timed_train(config, run_dir, *, data_root=None, progress=True):
+    """fake_train in a worker process, holding the run for 1 s; records when, where, threads."""
+    started = time.time()
+    time.sleep(1.0)
+    result = fake_train(config, run_dir, data_root=data_root, progress=progress)
+    result["provenance"].update(pid=os.getpid(), threads=os.environ.get("OMP_NUM_THREADS"),
+                                started=started, ended=time.time())
+    return result
+
+
+def test_run_planned_with_jobs_trains_in_parallel_processes(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    experiments = table4(("k3", "k5", "k7", "k9"))
+    started, finished = [], []
+    outcomes = run_planned(tmp_path, plan_runs(tmp_path, experiments), train_fn=timed_train,
+                           jobs=2, on_start=lambda item: started.append(item.experiment.row_id),
+                           on_finish=lambda o: finished.append(o.experiment.row_id))
+    assert [o.experiment.row_id for o in outcomes] == ["k3", "k5", "k7", "k9"]  # plan order
+    assert [o.state for o in outcomes] == ["done", "failed", "done", "done"]
+    assert outcomes[1].reason == "TrainingError: non-finite loss at iter 2 (k=5)"
+    assert started == ["k3", "k5", "k7", "k9"] and sorted(finished) == sorted(started)
+    records = [rd.read_json(rd.run_dir_for(tmp_path, e.run_id) / rd.METRICS)["provenance"]
+               for e in experiments if e.row_id != "k5"]
+    assert {r["threads"] for r in records} == {"2"}  # 4 cores, 2 jobs
+    assert len({os.getpid(), *(r["pid"] for r in records)}) >= 3  # none trained in this process
+    k7, k9 = records[1], records[2]  # started as k3 and k5 ended: trained side by side
+    assert k9["started"] < k7["ended"] and k7["started"] < k9["ended"]
+    assert [p.action for p in plan_runs(tmp_path, experiments)] == ["skip", "resume", "skip",
+                                                                    "skip"]
+
+
+def test_jobs_with_a_train_function_that_cannot_be_pickled_fail_each_run(tmp_path: Path):
+    experiments = table4(("k3", "k7"))
+    outcomes = run_planned(tmp_path, plan_runs(tmp_path, experiments), jobs=2,
+                           train_fn=lambda config, run_dir, **kw: fake_train(config, run_dir))
+    assert [o.state for o in outcomes] == ["failed", "failed"]
+    assert all("pickle" in o.reason.lower() for o in outcomes), outcomes[0].reason
 
 
 def test_identical_experiments_of_two_tables_share_one_run(tmp_path: Path):

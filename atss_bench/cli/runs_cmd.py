@@ -63,37 +63,37 @@ def _print_plan(plan: list[PlannedRun]) -> None:
 
 
 def _run_with_progress(results_dir: Path, plan: list[PlannedRun], train_fn: Any,
-                       data_root: str | None) -> list[RunOutcome]:
+                       data_root: str | None, jobs: int = 1) -> list[RunOutcome]:
+    """An overall bar plus one bar per run in flight, each following its run's log."""
     todo = [item for item in plan if item.will_train]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("rows", total=len(todo))
-        current = progress.add_task("", total=None, visible=False)
-        watcher: list[_LogWatcher] = []
+        active: dict[str, tuple[Any, _LogWatcher]] = {}  # run_id -> (bar, its log watcher)
 
         def on_start(item: PlannedRun) -> None:
             exp = item.experiment
-            progress.reset(current, total=None, visible=True,
-                           description=escape(f"{exp.row_id} seed {exp.seed} [{exp.run_id}]"))
-            watcher.append(_LogWatcher(progress, current, rd.run_dir_for(results_dir, exp.run_id)
-                                       / rd.LOG))
-            watcher[-1].start()
+            bar = progress.add_task(escape(f"{exp.row_id} seed {exp.seed} [{exp.run_id}]"),
+                                    total=None)
+            watcher = _LogWatcher(progress, bar, rd.run_dir_for(results_dir, exp.run_id) / rd.LOG)
+            active[exp.run_id] = (bar, watcher)
+            watcher.start()
 
         def on_finish(outcome: RunOutcome) -> None:
-            watcher[-1].stop.set()
-            watcher[-1].join()
-            progress.advance(overall)
             exp = outcome.experiment
+            bar, watcher = active.pop(exp.run_id)
+            watcher.stop.set()
+            watcher.join()
+            progress.remove_task(bar)
+            progress.advance(overall)
             text = (f"AP {outcome.metrics['AP']:.1f}" if outcome.state == "done"
                     else outcome.reason)
             progress.console.print(f"{_styled(outcome.state)} {escape(exp.row_id)} seed {exp.seed}"
                                    f" {escape(f'[{exp.run_id}]')} {escape(text)}", highlight=False)
 
-        outcomes = run_planned(results_dir, plan, train_fn=train_fn, data_root=data_root,
-                               on_start=on_start, on_finish=on_finish)
-        progress.update(current, visible=False)
-    return outcomes
+        return run_planned(results_dir, plan, train_fn=train_fn, data_root=data_root,
+                           on_start=on_start, on_finish=on_finish, jobs=jobs)
 
 
 def _print_summary(plan: list[PlannedRun], outcomes: list[RunOutcome]) -> None:
@@ -127,8 +127,10 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run or be skipped."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="Override: key=value."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="Runs trained at once, each with an equal share of the cores."),
 ) -> None:
-    """Train a recipe's rows here, one after another; finished runs are skipped."""
+    """Train a recipe's rows here (--jobs N: N at a time); finished runs are skipped."""
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
     results_dir = resolve_results_dir(results)
@@ -142,7 +144,7 @@ def run_command(
         _print_summary(plan, [])
         return
     train_fn = resolve_train_fn(None)  # a missing engine is one line + exit 2, before any run
-    outcomes = _run_with_progress(results_dir, plan, train_fn, data_root)
+    outcomes = _run_with_progress(results_dir, plan, train_fn, data_root, jobs)
     _print_summary(plan, outcomes)
     failed = [o for o in outcomes if o.state == "failed"]
     if failed:

@@ -3,7 +3,14 @@
 Layering: this package sits below ``launch`` and ``store`` (both build on its run-directory
 format in ``rundir``); it never imports them. Importable without submitit or torch.
 """
-from atss_bench.job.batch import PlannedRun, RunOutcome, dedupe, plan_runs, run_planned
+from atss_bench.job.batch import (
+    PlannedRun,
+    RunOutcome,
+    cpu_threads_per_job,
+    dedupe,
+    plan_runs,
+    run_planned,
+)
 from atss_bench.job.runner import (
     RunBusyError,
     RunJob,
@@ -16,7 +23,7 @@ from atss_bench.job.runner import (
 )
 
 __all__ = [
-    "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn", "dedupe", "default_train_fn",
-    "failure_reason", "mark_pending", "plan_runs", "resolve_train_fn", "run_experiment_job",
-    "run_planned",
+    "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn", "cpu_threads_per_job",
+    "dedupe", "default_train_fn", "failure_reason", "mark_pending", "plan_runs",
+    "resolve_train_fn", "run_experiment_job", "run_planned",
 ]
