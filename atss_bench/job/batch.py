@@ -136,7 +136,6 @@ def _run_parallel(results_dir: str, todo: list[PlannedRun], train_fn: TrainFn | 
                   data_root: str | None, on_start: Callable[[PlannedRun], Any] | None,
                   on_finish: Callable[[RunOutcome], Any] | None, jobs: int) -> list[RunOutcome]:
     """At most ``jobs`` runs in flight; the next starts when one ends (plan order kept)."""
-    by_id = {item.experiment.run_id: item for item in todo}
     pending = list(todo)
     outcomes: dict[str, RunOutcome] = {}
     context = multiprocessing.get_context("spawn")  # no forked torch / thread state
@@ -165,7 +164,8 @@ def _run_parallel(results_dir: str, todo: list[PlannedRun], train_fn: TrainFn | 
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # running ones record their state
             raise
-    return [outcomes[run_id] for run_id in by_id if run_id in outcomes]
+    ids = [item.experiment.run_id for item in todo]
+    return [outcomes[run_id] for run_id in ids if run_id in outcomes]
 
 
 def _collect(future: Future[RunOutcome], item: PlannedRun) -> RunOutcome:
