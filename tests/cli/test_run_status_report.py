@@ -189,8 +189,9 @@ def test_report_all_tables(results):
     (("report", "recipes/nope.yaml"), "recipe not found"),
     (("status", "recipes/nope.yaml"), "recipe not found"),
     (("report", "--table", "12"), "no shipped recipe for table '12'"),
-    (("report",), "give exactly one of RECIPE, --table N or --all"),
+    (("report",), "give exactly one of RECIPE, --table N, --all or --claims"),
     (("report", "--all", "--table", "2"), "give exactly one of"),
+    (("report", "--claims", "--table", "2"), "--claims checks the shipped tables"),
     (("run", T4, "--rows", "k4"), "no row 'k4'"),
     (("results", "export", "--format", "xlsx"), "unknown export format 'xlsx'"),
 ])
