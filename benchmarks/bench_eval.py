@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from atss_bench.data.detections import perturbed_detections
 from atss_bench.engine.evaluate import STAT_NAMES, available_evaluators, evaluate_coco
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,29 +41,6 @@ def find_ground_truth(explicit: str | None) -> tuple[Path, str]:
     return root / "annotations" / "instances_val2017.json", f"generated mini-COCO ({root})"
 
 
-def synthetic_detections(gt: dict, per_object: int, clutter: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    cat_ids = [c["id"] for c in gt["categories"]]
-    detections = []
-    for ann in gt["annotations"]:
-        x, y, w, h = ann["bbox"]
-        for _ in range(per_object):
-            detections.append({
-                "image_id": ann["image_id"],
-                "category_id": ann["category_id"] if rng.random() < 0.8 else rng.choice(cat_ids),
-                "bbox": [x + rng.gauss(0, 0.1 * w), y + rng.gauss(0, 0.1 * h),
-                         w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)],
-                "score": rng.random()})
-    for image in gt["images"]:
-        for _ in range(clutter):
-            w, h = rng.uniform(2, image["width"] / 2), rng.uniform(2, image["height"] / 2)
-            detections.append({
-                "image_id": image["id"], "category_id": rng.choice(cat_ids),
-                "bbox": [rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h),
-                         w, h], "score": 0.5 * rng.random()})
-    return detections
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None)
@@ -78,7 +55,8 @@ def main() -> int:
         return 1
     gt_file, source = find_ground_truth(args.data)
     gt = json.loads(gt_file.read_text())
-    detections = synthetic_detections(gt, args.per_object, args.clutter)
+    detections = perturbed_detections(gt, per_object=args.per_object,
+                                      clutter_per_image=args.clutter)
     print(f"ground truth: {source}: {len(gt['images'])} images, {len(gt['annotations'])} objects;"
           f" {len(detections)} detections")
 

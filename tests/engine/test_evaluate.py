@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from atss_bench.data import CocoDetection
+from atss_bench.data.detections import perturbed_detections
 from atss_bench.engine.distributed import DistInfo
 from atss_bench.engine.evaluate import (STAT_NAMES, available_evaluators, evaluate_coco,
                                         resolve_evaluator)
@@ -23,31 +23,6 @@ from tests.engine.conftest import tiny_config
 
 BOTH = pytest.mark.skipif(len(available_evaluators()) < 2,
                           reason="needs both pycocotools and faster-coco-eval installed")
-
-
-def perturbed_detections(gt: dict, seed: int = 0, per_object: int = 3,
-                         clutter_per_image: int = 10) -> list[dict]:
-    """Noisy copies of every GT box (some with the wrong class) plus random low-score boxes."""
-    rng = random.Random(seed)
-    cat_ids = [c["id"] for c in gt["categories"]]
-    detections = []
-    for ann in gt["annotations"]:
-        x, y, w, h = ann["bbox"]
-        for _ in range(per_object):
-            detections.append({
-                "image_id": ann["image_id"],
-                "category_id": ann["category_id"] if rng.random() < 0.8 else rng.choice(cat_ids),
-                "bbox": [x + rng.gauss(0, 0.1 * w), y + rng.gauss(0, 0.1 * h),
-                         w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)],
-                "score": rng.random()})
-    for image in gt["images"]:
-        for _ in range(clutter_per_image):
-            w, h = rng.uniform(2, image["width"] / 2), rng.uniform(2, image["height"] / 2)
-            detections.append({
-                "image_id": image["id"], "category_id": rng.choice(cat_ids),
-                "bbox": [rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h),
-                         w, h], "score": 0.5 * rng.random()})
-    return detections
 
 
 def _assert_same_stats(a: dict[str, float], b: dict[str, float]) -> None:
