@@ -84,7 +84,7 @@ CHOICES = {"model.backbone.name": "resnet101", "model.backbone.weights": "none",
            "model.head.norm": "none", "model.head.centerness": "cls",
            "model.regression.start": "point", "model.loss.regression": "smooth_l1",
            "data.kind": "mini", "data.root": "/elsewhere", "data.train_split": "train2014",
-           "data.val_split": "val2014", "train.warmup": "linear"}
+           "data.val_split": "val2014", "train.warmup": "linear", "train.optimizer": "adamw"}
 
 
 def test_every_knob_changes_the_run_id_except_runtime_keys():
@@ -114,3 +114,15 @@ def test_every_knob_changes_the_run_id_except_runtime_keys():
             assert changed != base, key
         seen += 1
     assert seen > 60
+
+
+def test_later_knobs_at_their_neutral_value_keep_earlier_run_ids():
+    """Knobs added after runs were stored (HASH_NEUTRAL) leave run ids as they were at their
+    neutral values: e20eaaefd1df is the default config's run id from before they existed."""
+    from atss_bench.config import HASH_NEUTRAL
+
+    neutral = validate_config(apply_overrides(default_tree(), dict(HASH_NEUTRAL), "t"), "t")
+    assert config_hash(neutral) == "e20eaaefd1df"
+    for key, value in {"train.optimizer": "adamw", "data.mini.category_hue": True}.items():
+        tree = apply_overrides(default_tree(), {**HASH_NEUTRAL, key: value}, "t")
+        assert config_hash(validate_config(tree, "t")) != "e20eaaefd1df", key

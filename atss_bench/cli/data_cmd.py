@@ -26,12 +26,14 @@ def mini_command(
     seed: int = typer.Option(0, "--seed"),
     num_train: int = typer.Option(600, "--num-train", min=1),
     num_val: int = typer.Option(150, "--num-val", min=1),
+    shape_only: bool = typer.Option(
+        False, "--shape-only", help="Random object colours: only the shape tells the category."),
 ) -> None:
     """Generate the synthetic mini-COCO (byte-identical for the same seed)."""
     from atss_bench.data import ensure_mini_coco, generate_mini_coco
 
     start = time.perf_counter()
-    params = dict(seed=seed, num_train=num_train, num_val=num_val)
+    params = dict(seed=seed, num_train=num_train, num_val=num_val, category_hue=not shape_only)
     root = generate_mini_coco(out, **params) if out else ensure_mini_coco(**params)
     console.print(f"mini-COCO at {root} ({time.perf_counter() - start:.1f} s)", highlight=False)
 

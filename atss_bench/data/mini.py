@@ -53,6 +53,8 @@ class MiniCocoSpec:
     mean_objects: float = 7.5  # objects per non-empty image (COCO: 7.3), long-tailed
     max_objects: int = 20
     min_box_size: int = 4  # pixels, shorter box side
+    # Objects coloured around their category's hue (False: random colours, only shape tells).
+    category_hue: bool = True
     empty_fraction: float = 0.02  # images without objects (COCO ~1%); at least one per split
     crowd_fraction: float = 0.08  # images with one iscrowd=1 region (COCO ~8%); at least one
     grayscale_fraction: float = 0.02  # images stored as 1-channel JPEG (COCO ~1%); at least one
@@ -135,7 +137,8 @@ def build_split(spec: MiniCocoSpec, split: str, out_dir: Path) -> dict[str, Any]
         pixels, anns = compose_image(rng, width, height, categories=categories,
                                      num_objects=num_objects,
                                      with_crowd=index in crowd and index not in empty,
-                                     min_box_size=spec.min_box_size)
+                                     min_box_size=spec.min_box_size,
+                                     category_hue=spec.category_hue)
         image_id = _ID_BASE[split] + 2 * index + 1  # non-contiguous image ids too
         file_name = f"{image_id:012d}.jpg"
         picture = Image.fromarray(pixels, "RGB")

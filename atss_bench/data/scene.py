@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .shapes import (render_background, render_blob_mask, render_scribble_mask,
-                     render_shape_mask, render_texture)
+from .shapes import (category_colour, render_background, render_blob_mask,
+                     render_scribble_mask, render_shape_mask, render_texture)
 
 # Calibrated against real COCO 2017 annotations (coco-tiny, measured with atss_bench.data.stats):
 # relative size median and log-spread, log aspect-ratio mean and spread. The placed boxes come out
@@ -168,8 +168,13 @@ def _paint_crowd(scene: Scene, rng: np.random.Generator, category: Category,
 
 def compose_image(rng: np.random.Generator, width: int, height: int, *,
                   categories: Sequence[Category], num_objects: int, with_crowd: bool,
-                  min_box_size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Paint one image; returns (uint8 RGB array [H, W, 3], annotations without ids)."""
+                  min_box_size: int, category_hue: bool = True,
+                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Paint one image; returns (uint8 RGB array [H, W, 3], annotations without ids).
+
+    ``category_hue``: objects take colours around their category's hue (clutter and crowds stay
+    random, so a colour alone never proves an object); False: random colours, shape only.
+    """
     scene = Scene(render_background(width, height, rng))
     _paint_clutter(scene, rng, int(rng.integers(2, 7)), max_rel=0.2)
     if with_crowd:
@@ -179,8 +184,11 @@ def compose_image(rng: np.random.Generator, width: int, height: int, *,
         w, h = sample_box_size(rng, width, height, num_objects, min_box_size)
         objects.append((w * h, w, h, categories[int(rng.integers(len(categories)))]))
     objects.sort(key=lambda item: -item[0])  # largest first: small objects end up in front
+    colours = {cid: category_colour(index, len(categories))
+               for index, (cid, _) in enumerate(categories)} if category_hue else {}
     for _, w, h, (category_id, shape) in objects:
-        mask, texture = render_shape_mask(shape, w, h), render_texture(w, h, rng)
+        mask = render_shape_mask(shape, w, h)
+        texture = render_texture(w, h, rng, colours.get(category_id))
         for _ in range(PLACEMENT_TRIES):
             x0, y0 = _random_position(rng, w, h, width, height)
             if scene.paint(mask, x0, y0, texture, (category_id, 0),

@@ -1,12 +1,15 @@
-"""Shape masks and textures for the synthetic mini-COCO generator.
+"""Shape masks, textures and category colours for the synthetic mini-COCO generator.
 
-Every object category is one shape class; colour and texture are drawn at random per instance,
-so only the shape tells the category. Masks are boolean arrays ``[h, w]`` drawn with PIL so that
-the shape fills its box (it touches, or nearly touches, all four sides); the generator computes
-the final, tight box from the visible pixels anyway.
+Every object category is one shape class. Its instances' colours are drawn around the category's
+own hue (:func:`category_colour`), as real categories have a typical look, or, with
+``category_hue`` off, at random, so that only the shape tells the category. The texture pattern
+(solid, stripes, checks, gradient) is random per instance either way. Masks are boolean arrays
+``[h, w]`` drawn with PIL so that the shape fills its box (it touches, or nearly touches, all four
+sides); the generator computes the final, tight box from the visible pixels anyway.
 """
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Callable
 
@@ -113,10 +116,26 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, 3).astype(np.float32)
 
 
-def render_texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A random RGB texture ``[height, width, 3]`` (float32, 0..255): solid, stripes, checks or a
-    gradient between two random colours, plus pixel noise."""
-    first, second = _random_colour(rng), _random_colour(rng)
+# Spread (standard deviation, 0..255 per channel) of an instance's colours around its category's.
+CATEGORY_COLOUR_STD = 25.0
+
+
+def category_colour(index: int, num_categories: int) -> np.ndarray:
+    """The typical RGB colour (float32, 0..255) of category ``index``: hues evenly spaced."""
+    return np.asarray(colorsys.hsv_to_rgb(index / num_categories, 0.8, 0.9),
+                      np.float32) * 255.0
+
+
+def render_texture(width: int, height: int, rng: np.random.Generator,
+                   colour: np.ndarray | None = None) -> np.ndarray:
+    """An RGB texture ``[height, width, 3]`` (float32, 0..255): solid, stripes, checks or a
+    gradient between two colours, plus pixel noise. The two colours are random, or, given
+    ``colour``, each drawn around it (``CATEGORY_COLOUR_STD`` per channel)."""
+    if colour is None:
+        first, second = _random_colour(rng), _random_colour(rng)
+    else:
+        first, second = (np.clip(colour + rng.normal(0.0, CATEGORY_COLOUR_STD, 3), 0.0, 255.0)
+                         .astype(np.float32) for _ in range(2))
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     kind = int(rng.integers(0, 4))
     if kind == 0:  # solid

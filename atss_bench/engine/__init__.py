@@ -4,7 +4,7 @@ Public entry point: ``run_experiment(config, run_dir, *, data_root=None, progres
 (see ``engine.runner``). Imported lazily so that ``atss_bench.engine.evaluate`` or ``.solver``
 can be used without building the model and data stack.
 
-    solver      SGD param groups (bias lr x2, no decay on biases), warm-up + multi-step lr
+    solver      SGD or AdamW param groups (bias lr x2, no decay on biases), warm-up + multi-step lr
     sampler     seeded, infinite, resumable batch sampler; per-sample augmentation seeds
     checkpoint  atomic, checksummed checkpoints; RNG capture/restore
     distributed torchrun / SLURM / explicit process-group set-up, collectives

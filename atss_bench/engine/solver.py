@@ -1,4 +1,4 @@
-"""SGD, parameter groups and the warm-up + multi-step learning-rate schedule.
+"""SGD (or AdamW), parameter groups and the warm-up + multi-step learning-rate schedule.
 
 The paper's (maskrcnn-benchmark's) solver:
 
@@ -106,12 +106,18 @@ def build_param_groups(
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum over :func:`build_param_groups` of ``model``."""
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW over :func:`build_param_groups` of ``model``.
+
+    Both use the same groups and schedule. AdamW's weight decay is decoupled: each step shrinks
+    a weight by ``lr x weight_decay`` (torch's AdamW), whatever its gradient.
+    """
     groups = build_param_groups(
         model, base_lr=train.base_lr, weight_decay=train.weight_decay,
         weight_decay_bias=train.weight_decay_bias, bias_lr_factor=train.bias_lr_factor,
     )
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=train.base_lr, betas=(0.9, 0.999))
     return torch.optim.SGD(groups, lr=train.base_lr, momentum=train.momentum)
 
 

@@ -1,4 +1,4 @@
-"""The training loop: one SGD step per global batch, with AMP, a NaN guard, logs and checkpoints.
+"""The training loop: one optimizer step per global batch; AMP, NaN guard, logs, checkpoints.
 
 Iterations are counted like the log: ``iter = N`` is the state after N updates. The update made
 from ``iter = N - 1`` uses the lr ``scheduler`` holds for step N - 1 (warm-up and decay exact).

@@ -132,3 +132,35 @@ def test_default_cache_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert mini.default_cache_dir() == tmp_path
     monkeypatch.delenv("ATSS_BENCH_CACHE")
     assert mini.default_cache_dir() == Path(os.path.expanduser("~/.cache/atss-bench"))
+
+
+def _colour_matches(root: Path, split: str = "val2017") -> tuple[int, int]:
+    """(objects whose mean visible colour is nearest their own category's colour, objects)."""
+    from atss_bench.data.shapes import category_colour
+
+    coco = load_coco(root / "annotations" / f"instances_{split}.json")
+    cat_ids = [c["id"] for c in coco.dataset["categories"]]
+    palette = np.stack([category_colour(i, len(cat_ids)) for i in range(len(cat_ids))])
+    hits = total = 0
+    for image_id, info in coco.imgs.items():
+        pixels = np.asarray(Image.open(root / split / info["file_name"]), np.float32)
+        if pixels.ndim != 3:  # the grayscale images carry no colour
+            continue
+        for ann in coco.imgToAnns[image_id]:
+            if ann["iscrowd"] or ann["area"] < 64:
+                continue
+            mean = pixels[mask_utils.decode(ann["segmentation"]).astype(bool)].mean(axis=0)
+            nearest = int(np.argmin(((palette - mean) ** 2).sum(axis=1)))
+            hits += cat_ids[nearest] == ann["category_id"]
+            total += 1
+    return hits, total
+
+
+def test_objects_take_their_category_colour_unless_shape_only(mini_root: Path,
+                                                              tmp_path: Path) -> None:
+    hits, total = _colour_matches(mini_root)
+    assert total > 100 and hits / total > 0.9  # JPEG and stripes blur it a little, no more
+    shape_only = generate_mini_coco(tmp_path / "shape-only", **{**MINI_PARAMS,
+                                                                 "category_hue": False})
+    hits, total = _colour_matches(shape_only)
+    assert total > 100 and hits / total < 0.3  # chance is 1/8

@@ -88,6 +88,27 @@ def test_sgd_update_applies_no_decay_to_biases() -> None:
     assert torch.equal(model.bias, bias)
 
 
+def test_adamw_first_step_is_exact() -> None:
+    """AdamW's first update is lr x sign(grad) (bias-corrected moments), after the decoupled
+    decay lr x weight_decay x w on weights; biases get the x2 lr and no decay."""
+    model = nn.Linear(3, 2)
+    train = TrainConfig(optimizer="adamw", base_lr=0.5, weight_decay=0.1, warmup="none",
+                        bias_lr_factor=2.0)
+    optimizer = build_optimizer(model, train)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    model.weight.grad = torch.full_like(weight, 3.0)
+    model.bias.grad = torch.full_like(bias, -2.0)
+    optimizer.step()
+    eps = 1e-8 / 3.0  # Adam's eps relative to |grad|: a 1e-9 change, below float32 precision
+    assert torch.allclose(model.weight, weight * (1 - 0.5 * 0.1) - 0.5 * (1 - eps), atol=1e-6)
+    assert torch.allclose(model.bias, bias + 1.0, atol=1e-6)
+
+
+def test_sgd_is_the_default() -> None:
+    assert isinstance(build_optimizer(_model(), TrainConfig()), torch.optim.SGD)
+
+
 def test_scheduler_state_round_trip() -> None:
     train = TrainConfig(base_lr=0.01, warmup="linear", warmup_factor=0.1, warmup_iters=10,
                         steps=[20])
