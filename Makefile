@@ -23,14 +23,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Re-render the committed CPU-scale reproduction (results/mini) from its run records; no training.
-MINI_TABLES := 1 2 3 4 7
+# Re-render a committed CPU-scale reproduction (results/<profile>) from its run records; no
+# training. `make mini-report REPRO=mini-shape` for the shape-only one.
+REPRO ?= mini
+REPRO_TABLES ?= 1 2 3 4 7
 mini-report: setup
-	for t in $(MINI_TABLES); do \
-	  $(BIN)/atss-bench report --table $$t --profile mini --results results/mini \
-	    --out results/mini/table$$t.md || exit 1; done
-	$(BIN)/atss-bench report --claims --profile mini --results results/mini \
-	  --out results/mini/claims.md
+	for t in $(REPRO_TABLES); do \
+	  $(BIN)/atss-bench report --table $$t --profile $(REPRO) --results results/$(REPRO) \
+	    --out results/$(REPRO)/table$$t.md || exit 1; done
+	$(BIN)/atss-bench report --claims --profile $(REPRO) --results results/$(REPRO) \
+	  --out results/$(REPRO)/claims.md
 
 bench: setup
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

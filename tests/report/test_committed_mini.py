@@ -1,8 +1,8 @@
-"""The committed CPU-scale reproduction (results/mini) re-renders from its records, unchanged.
+"""The committed CPU-scale reproductions (results/<profile>) re-render from their records, unchanged.
 
-The Markdown in results/mini is what `make mini-report` writes; a change to the report code or
-to a recipe that would alter it (or a record edited by hand) fails here, not silently in the
-README's numbers.
+The Markdown in results/mini and results/mini-shape is what `make mini-report [REPRO=...]` writes;
+a change to the report code or to a recipe that would alter it (or a record edited by hand) fails
+here, not silently in the README's numbers.
 """
 from __future__ import annotations
 
@@ -16,34 +16,42 @@ from atss_bench.report.claims import evaluate_claims, load_claims, render_claims
 from atss_bench.report.summary import summarize_table
 from atss_bench.store import scan_results
 
-MINI = Path(__file__).resolve().parents[2] / "results" / "mini"
-TABLES = (1, 2, 3, 4, 7)
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+# profile -> the tables committed for it (every row of each with three seeds)
+COMMITTED = {"mini-shape": (1, 2, 3, 4, 7)}
+CASES = [(profile, table) for profile, tables in COMMITTED.items() for table in tables]
 
 
 @pytest.fixture(scope="module")
-def frame():
-    scan = scan_results(MINI)
-    assert not scan.warnings, scan.warnings
-    return scan.frame
+def frames():
+    out = {}
+    for profile in COMMITTED:
+        scan = scan_results(RESULTS / profile)
+        assert not scan.warnings, scan.warnings
+        out[profile] = scan.frame
+    return out
 
 
-@pytest.mark.parametrize("table", TABLES)
-def test_committed_table_rerenders_identically(table, frame, tmp_path):
+@pytest.mark.parametrize("profile,table", CASES)
+def test_committed_table_rerenders_identically(profile, table, frames, tmp_path):
     recipe = load_recipe(f"recipes/table{table}.yaml")
-    report = build_report([recipe], frame, profile="mini", plot_dir=tmp_path, link_base=tmp_path)
-    assert report.markdown == (MINI / f"table{table}.md").read_text(encoding="utf-8")
+    report = build_report([recipe], frames[profile], profile=profile, plot_dir=tmp_path,
+                          link_base=tmp_path)
+    folder = RESULTS / profile
+    assert report.markdown == (folder / f"table{table}.md").read_text(encoding="utf-8")
     for plot in report.plots:  # the sweep plot is committed beside its table
-        assert (MINI / plot.name).is_file(), plot.name
+        assert (folder / plot.name).is_file(), plot.name
 
 
-@pytest.mark.parametrize("table", TABLES)
-def test_every_row_has_three_seeds_finished_or_failed(table, frame):
+@pytest.mark.parametrize("profile,table", CASES)
+def test_every_row_has_three_seeds_finished_or_failed(profile, table, frames):
     recipe = load_recipe(f"recipes/table{table}.yaml")
-    for row in summarize_table(recipe, frame, "mini", seeds=3).rows:
+    for row in summarize_table(recipe, frames[profile], profile, seeds=3).rows:
         states = [r["status"] for r in row.done + row.others]
         assert len(states) == 3 and set(states) <= {"done", "failed"}, (row.row.id, states)
 
 
-def test_committed_claims_rerender_identically(frame):
-    text = render_claims(evaluate_claims(load_claims(), frame, "mini"), "mini")
-    assert text == (MINI / "claims.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("profile", sorted(COMMITTED))
+def test_committed_claims_rerender_identically(profile, frames):
+    text = render_claims(evaluate_claims(load_claims(), frames[profile], profile), profile)
+    assert text == (RESULTS / profile / "claims.md").read_text(encoding="utf-8")
