@@ -56,11 +56,12 @@ class CheckRow:
 
 def _train(recipe_path: Path, profile: str, seeds: int, results_dir: Path,
            train_fn: TrainFn | str | None, overrides: dict[str, Any] | None, force: bool,
-           rows: list[str] | None = None) -> tuple[list[Experiment], dict[str, dict[str, Any]]]:
+           rows: list[str] | None = None,
+           jobs: int = 1) -> tuple[list[Experiment], dict[str, dict[str, Any]]]:
     experiments = load_recipe(recipe_path).experiments(profile=profile, seeds=seeds,
                                                        overrides=overrides, rows=rows)
     plan = plan_runs(results_dir, experiments, force=force)
-    outcomes = run_planned(results_dir, plan, train_fn=train_fn)
+    outcomes = run_planned(results_dir, plan, train_fn=train_fn, jobs=jobs)
     by_run = {o.experiment.run_id: {"metrics": o.metrics, "reason": o.reason} for o in outcomes}
     for item in plan:  # already done in this store: read back what it measured
         if not item.will_train:
@@ -73,14 +74,15 @@ def _train(recipe_path: Path, profile: str, seeds: int, results_dir: Path,
 def update_baseline(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DEFAULT_BASELINE,
                     *, profile: str = "mini", seeds: int = 3, results_dir: Path | None = None,
                     train_fn: TrainFn | str | None = None,
-                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train every row with ``seeds`` seeds and write the baseline (with its provenance)."""
+                    overrides: dict[str, Any] | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Train every row with ``seeds`` seeds (``jobs`` at a time) and write the baseline (with
+    its provenance); runs already done in ``results_dir`` are reused."""
     if seeds < 2:
         raise ConfigError("--seeds must be >= 2 for a baseline", hint="the tolerance needs a std")
     with tempfile.TemporaryDirectory(prefix="atss-check-") as tmp:
         store = Path(results_dir or tmp)
         experiments, by_run = _train(recipe_path, profile, seeds, store, train_fn, overrides,
-                                     force=False)
+                                     force=False, jobs=jobs)
     rows: dict[str, dict[str, Any]] = {}
     for exp in experiments:
         result = by_run.get(exp.run_id, {})
@@ -134,13 +136,15 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 def run_check(recipe_path: Path = DEFAULT_RECIPE, baseline_path: Path = DEFAULT_BASELINE, *,
               results_dir: Path | None = None, train_fn: TrainFn | str | None = None,
-              rows: list[str] | None = None) -> list[CheckRow]:
-    """Train seed 0 of every baseline row from scratch and compare its AP (never reuses runs)."""
+              rows: list[str] | None = None, jobs: int = 1) -> list[CheckRow]:
+    """Train seed 0 of every baseline row from scratch (``jobs`` at a time) and compare its AP
+    (never reuses runs)."""
     baseline = load_baseline(baseline_path)
     with tempfile.TemporaryDirectory(prefix="atss-check-") as tmp:
         store = Path(results_dir or tmp)
         experiments, by_run = _train(recipe_path, baseline["profile"], 1, store, train_fn,
-                                     baseline.get("overrides") or None, force=True, rows=rows)
+                                     baseline.get("overrides") or None, force=True, rows=rows,
+                                     jobs=jobs)
     checked = []
     for exp in experiments:
         expected = baseline["rows"].get(exp.row_id)

@@ -55,6 +55,19 @@ def test_check_passes_then_catches_a_regression(tmp_path: Path):
     assert {r.verdict for r in rows} == {"regression"}
 
 
+shifted_train = fake_train(shift=-1.0)  # module level: --jobs workers import it by name
+
+
+def test_jobs_train_rows_in_worker_processes_with_the_same_verdicts(tmp_path: Path):
+    path = tmp_path / "b.json"
+    baseline = update_baseline(RECIPE, path, seeds=2, jobs=2, results_dir=tmp_path / "store",
+                               train_fn=f"{__name__}:shifted_train")
+    assert baseline["rows"]["fcos_atss"]["AP"] == pytest.approx([30.0, 30.2])
+    rows = run_check(RECIPE, path, jobs=2, train_fn=f"{__name__}:shifted_train")
+    assert [r.now for r in rows] == pytest.approx([19.0, 29.0, 30.0])
+    assert {r.verdict for r in rows} == {"ok"}
+
+
 def test_cli_prints_a_table_and_exits_1_on_regression(monkeypatch, tmp_path: Path):
     rows = [CheckRow("retinanet_atss", "RetinaNet + ATSS", 3.0, 0.1, 0.6)]
     monkeypatch.setattr("atss_bench.cli.check_cmd.run_check", lambda *a, **k: rows)

@@ -21,10 +21,13 @@ def check_command(
     profile: str = typer.Option("mini", "--profile", help="Profile for --update-baseline."),
     results: Optional[Path] = typer.Option(None, "--results",
                                            help="Keep the runs here (default: a temp dir)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="Runs trained at once, each with an equal share of the cores."),
 ) -> None:
     """Train the CI recipe and compare each row's AP with the baseline; exit 1 on a regression."""
     if update:
-        data = update_baseline(recipe, baseline, profile=profile, seeds=seeds, results_dir=results)
+        data = update_baseline(recipe, baseline, profile=profile, seeds=seeds,
+                               results_dir=results, jobs=jobs)
         table = Table("row", "AP mean", "AP std", "seeds", title=f"baseline written: {baseline}")
         for row_id, row in data["rows"].items():
             table.add_row(row_id, f"{row['AP_mean']:.2f}", f"{row['AP_std']:.2f}",
@@ -32,7 +35,7 @@ def check_command(
         console.print(table)
         console.print(f"tolerance {data['tolerance_AP']:.2f} AP ({data['rule']})", highlight=False)
         return
-    rows = run_check(recipe, baseline, results_dir=results)
+    rows = run_check(recipe, baseline, results_dir=results, jobs=jobs)
     table = Table("row", "label", "baseline AP", "now", "delta", "tolerance", "verdict",
                   title=f"atss-bench check: {recipe} vs {baseline}")
     style = {"ok": "green", "better": "cyan", "regression": "bold red", "failed": "bold red"}
