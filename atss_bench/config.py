@@ -201,6 +201,9 @@ class DataConfig(Strict):
     # Multi-scale testing (Table 8): extra shorter sides, detections merged by NMS; [] = single.
     test_extra_sizes: list[int] = Field(default_factory=list)
     size_divisibility: int = Field(32, ge=1)
+    # Batch landscape and portrait images apart (the official code's ASPECT_RATIO_GROUPING): a
+    # batch is padded to its largest image, so mixing them pads more (engine.sampler).
+    aspect_ratio_grouping: bool = False
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
     num_workers: int = Field(2, ge=0)
     # Evaluate on the first N val images only (None: all).
@@ -252,6 +255,7 @@ RUNTIME_KEYS: frozenset[str] = frozenset({
 HASH_NEUTRAL: dict[str, Any] = {
     "train.optimizer": "sgd",
     "data.mini.category_hue": False,  # generator v1 coloured objects at random
+    "data.aspect_ratio_grouping": False,
 }
 
 

@@ -123,6 +123,7 @@ def test_later_knobs_at_their_neutral_value_keep_earlier_run_ids():
 
     neutral = validate_config(apply_overrides(default_tree(), dict(HASH_NEUTRAL), "t"), "t")
     assert config_hash(neutral) == "e20eaaefd1df"
-    for key, value in {"train.optimizer": "adamw", "data.mini.category_hue": True}.items():
+    for key, value in {"train.optimizer": "adamw", "data.mini.category_hue": True,
+                       "data.aspect_ratio_grouping": True}.items():
         tree = apply_overrides(default_tree(), {**HASH_NEUTRAL, key: value}, "t")
         assert config_hash(validate_config(tree, "t")) != "e20eaaefd1df", key

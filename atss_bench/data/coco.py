@@ -105,6 +105,11 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def aspect_ratio_groups(self) -> list[int]:
+        """Per sample: 0 if the image is wider than tall, else 1 (the official grouping's
+        ``bisect_right([1], h / w)``), from the annotation file's sizes, without decoding."""
+        return [int(self.coco.imgs[i]["height"] >= self.coco.imgs[i]["width"]) for i in self.ids]
+
     def load_image(self, image_id: int) -> Image.Image:
         """The image as RGB (grayscale, CMYK, palette and RGBA files are converted)."""
         path = self.image_dir / self.coco.imgs[image_id]["file_name"]

@@ -58,9 +58,10 @@ def build_train_batches(
 ) -> tuple[ResumableBatchSampler, Iterator[Batch]]:
     """This process's infinite batch stream from ``start_iter`` (order and augmentation are a
     function of ``(seed, iteration)`` only; see ``engine.sampler``)."""
+    groups = dataset.aspect_ratio_groups() if data.aspect_ratio_grouping else None
     sampler = ResumableBatchSampler(len(dataset), images_per_batch, seed=seed,
                                     start_iter=start_iter, rank=dist_info.rank,
-                                    world_size=dist_info.world_size)
+                                    world_size=dist_info.world_size, group_ids=groups)
     loader = DataLoader(
         SeededDataset(dataset), batch_sampler=sampler, collate_fn=collate_detection,
         num_workers=data.num_workers, pin_memory=dist_info.device.type == "cuda",

@@ -7,6 +7,13 @@ global batch of iteration ``it`` is the stream's positions ``[it * B, (it + 1) *
 see exactly the images of 1 process x 4, and a resumed run sees exactly the batches it would
 have seen. DataLoader shuffling (whose state cannot be saved) is never used.
 
+With ``group_ids`` (aspect-ratio grouping, as the official code's ``ASPECT_RATIO_GROUPING``) a
+global batch holds images of one group only, so it pads less: epoch ``e``'s permutation is
+walked in order, each group's images fill its own batch, and a batch is emitted when full. The
+groups' leftovers (fewer than ``B`` each) are then batched together in permutation order and a
+last partial batch is dropped, so every epoch has the same number of full batches and iteration
+``it`` is batch ``it mod n`` of epoch ``it div n``: still a pure function of ``(seed, it)``.
+
 Each sample comes with its own augmentation seed derived from ``(seed, epoch, index)``;
 :class:`SeededDataset` seeds python's ``random``, numpy's and torch's global RNGs with it around
 the wrapped dataset's ``__getitem__`` (and restores them afterwards), so random flips and
@@ -49,10 +56,12 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
 
     def __init__(
         self, dataset_size: int, images_per_batch: int, *, seed: int, start_iter: int = 0,
-        rank: int = 0, world_size: int = 1,
+        rank: int = 0, world_size: int = 1, group_ids: Sequence[int] | None = None,
     ) -> None:
         if dataset_size < 1:
             raise ConfigError("the training set is empty")
+        if group_ids is not None and len(group_ids) != dataset_size:
+            raise ValueError(f"{len(group_ids)} group ids for {dataset_size} samples")
         self.dataset_size = dataset_size
         self.images_per_batch = images_per_batch
         self.batch_per_process = per_process_batch(images_per_batch, world_size)
@@ -60,8 +69,18 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self.start_iter = start_iter
         self.rank = rank
         self.world_size = world_size
+        self.group_ids = None if group_ids is None else list(group_ids)
         self._epoch = -1
         self._perm: list[int] = []
+        self._batches: tuple[int, list[list[int]]] = (-1, [])
+        if self.group_ids is not None:
+            sizes = [self.group_ids.count(g) for g in set(self.group_ids)]
+            leftovers = sum(n % images_per_batch for n in sizes)
+            self.batches_per_epoch = (sum(n // images_per_batch for n in sizes)
+                                      + leftovers // images_per_batch)
+            if self.batches_per_epoch == 0:
+                raise ConfigError(f"the training set ({dataset_size} images) is smaller than "
+                                  f"one batch (train.images_per_batch={images_per_batch})")
 
     def _permutation(self, epoch: int) -> list[int]:
         if epoch != self._epoch:
@@ -69,6 +88,26 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
             self._perm = torch.randperm(self.dataset_size, generator=generator).tolist()
             self._epoch = epoch
         return self._perm
+
+    def _grouped_batches(self, epoch: int) -> list[list[int]]:
+        """Epoch ``epoch``'s global batches of dataset indices (grouping on; see module doc)."""
+        if self._batches[0] != epoch:
+            assert self.group_ids is not None
+            buckets: dict[int, list[int]] = {}
+            batches = []
+            for index in self._permutation(epoch):
+                bucket = buckets.setdefault(self.group_ids[index], [])
+                bucket.append(index)
+                if len(bucket) == self.images_per_batch:
+                    batches.append(bucket[:])
+                    bucket.clear()
+            position = {index: pos for pos, index in enumerate(self._perm)}
+            leftovers = sorted((i for b in buckets.values() for i in b), key=position.__getitem__)
+            batches += [leftovers[i:i + self.images_per_batch]
+                        for i in range(0, len(leftovers) - self.images_per_batch + 1,
+                                       self.images_per_batch)]
+            self._batches = (epoch, batches)
+        return self._batches[1]
 
     def keys_at(self, position: int, count: int) -> list[SampleKey]:
         """The ``count`` samples at global stream positions ``position, position + 1, ...``."""
@@ -81,12 +120,18 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
 
     def batch_at(self, iteration: int) -> list[SampleKey]:
         """This process's slice of the global batch of ``iteration``."""
-        start = iteration * self.images_per_batch + self.rank * self.batch_per_process
-        return self.keys_at(start, self.batch_per_process)
+        if self.group_ids is None:
+            start = iteration * self.images_per_batch + self.rank * self.batch_per_process
+            return self.keys_at(start, self.batch_per_process)
+        epoch, number = divmod(iteration, self.batches_per_epoch)
+        batch = self._grouped_batches(epoch)[number]
+        mine = batch[self.rank * self.batch_per_process:(self.rank + 1) * self.batch_per_process]
+        return [(index, sample_seed(self.seed, epoch, index)) for index in mine]
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | bool]:
         return {"seed": self.seed, "start_iter": self.start_iter,
-                "images_per_batch": self.images_per_batch, "dataset_size": self.dataset_size}
+                "images_per_batch": self.images_per_batch, "dataset_size": self.dataset_size,
+                "grouped": self.group_ids is not None}
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         iteration = self.start_iter

@@ -74,6 +74,15 @@ def test_multi_scale_draws_each_min_size(hand_root: Path) -> None:
     assert heights == {40, 60}
 
 
+def test_aspect_ratio_groups_follow_the_official_rule(hand_root: Path) -> None:
+    dataset = CocoDetection(hand_root, "val2017", train=False, min_size=40, max_size=1000)
+    # 200x100, 60x40 and 400x100 are wider than tall; the 40x40 and 50x50 squares go with the
+    # portraits (bisect_right([1], h / w) is 1 at h / w == 1)
+    assert dataset.aspect_ratio_groups() == [0, 0, 1, 0, 1]
+    training = CocoDetection(hand_root, "val2017", train=True, min_size=40, max_size=1000)
+    assert len(training.aspect_ratio_groups()) == len(training)  # one per kept image
+
+
 def test_image_modes_become_rgb(hand_root: Path) -> None:
     dataset = CocoDetection(hand_root, "val2017", train=False, min_size=40, max_size=1000)
     for image_id, (image, _) in _by_id(dataset).items():
