@@ -13,6 +13,7 @@ can be used without building the model and data stack.
     inference   detections on val, multi-scale merge, gather to rank 0
     evaluate    COCOeval (faster-coco-eval or pycocotools): the only COCO-eval import
     monitor     log.jsonl and the optional rich progress bar
+    preemption  preemption signals wait for the end of the iteration, which is checkpointed
     runner      run_experiment
 """
 from __future__ import annotations

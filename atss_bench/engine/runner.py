@@ -30,6 +30,7 @@ from atss_bench.engine.inference import evaluate_model
 from atss_bench.engine.loaders import (build_train_batches, build_train_dataset,
                                        prepare_dataset_root)
 from atss_bench.engine.monitor import JsonlLog
+from atss_bench.engine.preemption import DeferredSignals
 from atss_bench.engine.solver import build_optimizer, build_scheduler
 from atss_bench.engine.train import train_loop
 from atss_bench.errors import TrainingError
@@ -150,11 +151,12 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
         train_set, config.data, images_per_batch=train_cfg.images_per_batch, seed=config.seed,
         start_iter=start_iter, dist_info=dist_info)
     checkpointer = _Checkpointer(ckpt_dir, model, parts, sampler, config, dist_info)
-    trained = train_loop(
-        train_model, optimizer, scheduler, scaler, batches, start_iter=start_iter,
-        max_iter=train_cfg.max_iter, images_per_batch=train_cfg.images_per_batch,
-        dist_info=dist_info, amp=train_cfg.amp, checkpoint_period=train_cfg.checkpoint_period,
-        save_checkpoint=checkpointer, log=log, progress=progress)
+    with DeferredSignals(dist_info) as signals:  # a preemption checkpoints its iteration first
+        trained = train_loop(
+            train_model, optimizer, scheduler, scaler, batches, start_iter=start_iter,
+            max_iter=train_cfg.max_iter, images_per_batch=train_cfg.images_per_batch,
+            dist_info=dist_info, amp=train_cfg.amp, checkpoint_period=train_cfg.checkpoint_period,
+            save_checkpoint=checkpointer, log=log, progress=progress, signals=signals)
     del batches  # stops loader workers before evaluation starts its own
 
     evaluated = evaluate_model(model, root, config.data, config.model.test, dist_info,

@@ -18,6 +18,7 @@ from torch import nn
 
 from atss_bench.engine.distributed import DistInfo, reduce_mean
 from atss_bench.engine.monitor import JsonlLog, TrainProgress
+from atss_bench.engine.preemption import DeferredSignals, signal_name
 from atss_bench.errors import TrainingError
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
@@ -72,11 +73,13 @@ def train_loop(
     log: JsonlLog | None = None,
     progress: bool = False,
     log_period: int | None = None,
+    signals: DeferredSignals | None = None,
 ) -> TrainResult:
     """Train from ``start_iter`` to ``max_iter``; ``save_checkpoint(iter)`` is called on every
     process every ``checkpoint_period`` iterations and at ``max_iter`` (it writes on rank 0).
     ``log`` gets a line every ``log_period`` (default :data:`LOG_PERIOD`) iterations and at the
-    end, on rank 0."""
+    end, on rank 0. With ``signals``, a preemption signal received during an iteration saves a
+    checkpoint of it before the signal is handled (``engine.preemption``)."""
     log_period = log_period or LOG_PERIOD
     device = dist_info.device
     use_amp = amp and device.type == "cuda"
@@ -109,9 +112,17 @@ def train_loop(
                     log.write({"iter": iteration, "max_iter": max_iter, **losses, "lr": lr,
                                "time": 1.0 / its, "it/s": its, "elapsed": now - started})
                 window_start, window_iters = now, 0
-            if save_checkpoint is not None and (iteration % checkpoint_period == 0
-                                                or iteration == max_iter):
+            saved = save_checkpoint is not None and (iteration % checkpoint_period == 0
+                                                     or iteration == max_iter)
+            if saved:
                 save_checkpoint(iteration)
+            if signals is not None and signals.requested():
+                if save_checkpoint is not None and not saved:
+                    save_checkpoint(iteration)
+                if log is not None and dist_info.is_main:
+                    names = ", ".join(map(signal_name, signals.pending)) or "another process's"
+                    log.write({"iter": iteration, "event": f"checkpoint on {names} signal"})
+                signals.deliver()  # submitit requeues and exits; an ignored signal returns
     finally:
         bar.close()
     seconds = time.perf_counter() - started

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atss_bench.engine import run_experiment
+from atss_bench.engine import run_experiment, runner
 from atss_bench.engine.checkpoint import list_checkpoints, load_checkpoint
 from atss_bench.engine.monitor import read_log
 from tests.engine.conftest import single_thread_env, tiny_config
@@ -90,4 +90,49 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path: P
     latest.write_bytes(data[: len(data) - 4096])  # a partial write
     result = run_experiment(config, run_dir, progress=False)
     assert result["provenance"]["resumed_from"] == 6
+    _assert_same_weights(_final_model(run_dir), reference)
+
+
+class _Requeued(Exception):
+    """Stands in for submitit's USR2 handler, which requeues the job and exits."""
+
+
+def test_preemption_signal_checkpoints_its_iteration_then_resumes_exactly(
+        reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGUSR2 during iteration 5 (checkpoints every 3): the iteration ends, its checkpoint is
+    written, then the previous handler runs; the next attempt resumes from 5, not from 3."""
+    handled: list[list[int]] = []
+
+    def submitit_like(signum, frame):
+        handled.append([i for i, _ in list_checkpoints(run_dir / "checkpoints")])
+        raise _Requeued
+
+    build = runner.build_train_batches
+
+    def signalled_at_5(*args, **kwargs):
+        sampler, batches = build(*args, **kwargs)
+
+        def stream():
+            for iteration, batch in enumerate(batches, start=kwargs["start_iter"] + 1):
+                if iteration == 5:
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                yield batch
+        return sampler, stream()
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(runner, "build_train_batches", signalled_at_5)
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with pytest.raises(_Requeued):
+            run_experiment(_config(num_workers=0), run_dir, progress=False)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # restored before the call
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handled == [[3, 5]]
+    events = [r for r in read_log(run_dir / "log.jsonl") if "event" in r]
+    assert events == [{"iter": 5, "event": "checkpoint on SIGUSR2 signal"}]
+
+    monkeypatch.setattr(runner, "build_train_batches", build)
+    result = run_experiment(_config(num_workers=0), run_dir, progress=False)
+    assert result["provenance"]["resumed_from"] == 5
     _assert_same_weights(_final_model(run_dir), reference)
