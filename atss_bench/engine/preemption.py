@@ -88,5 +88,4 @@ class DeferredSignals:
                 handler(signum, None)
             elif handler == signal.SIG_DFL:  # e.g. a plain `kill` of a local run: terminate
                 signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                signal.signal(signum, self._record)  # not reached for USR2 and TERM
+                os.kill(os.getpid(), signum)  # USR2's and TERM's default action ends the process

@@ -22,6 +22,7 @@ multi-scale sizes do not depend on which worker loads the sample or on any worke
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -74,7 +75,7 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self._perm: list[int] = []
         self._batches: tuple[int, list[list[int]]] = (-1, [])
         if self.group_ids is not None:
-            sizes = [self.group_ids.count(g) for g in set(self.group_ids)]
+            sizes = Counter(self.group_ids).values()
             leftovers = sum(n % images_per_batch for n in sizes)
             self.batches_per_epoch = (sum(n // images_per_batch for n in sizes)
                                       + leftovers // images_per_batch)
