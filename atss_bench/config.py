@@ -16,6 +16,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# numpy.random.seed / default_rng take 0 .. 2**32 - 1: a seed outside fails only in the run.
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+Size = Annotated[int, Field(gt=0)]  # pixels
 
 
 def default_scale_ranges(strides: list[int]) -> list[tuple[float, float]]:
@@ -32,8 +36,10 @@ def default_scale_ranges(strides: list[int]) -> list[tuple[float, float]]:
 
 
 class Strict(BaseModel):
-    # inf (open FCOS range) dumps as "Infinity" in JSON mode, not null.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, ser_json_inf_nan="strings")
+    # No NaN or inf anywhere (a NaN compares false with every bound) except where a field says so:
+    # the open upper end of a scale range, which dumps as "Infinity" in JSON mode, not null.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              ser_json_inf_nan="strings")
 
 
 class BackboneConfig(Strict):
@@ -105,7 +111,17 @@ class RegressionConfig(Strict):
     box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
 
 
-ScaleRanges = list[tuple[float, float]]
+def _check_scale_ranges(ranges: list[tuple[float, float]] | None
+                        ) -> list[tuple[float, float]] | None:
+    for low, high in ranges or ():
+        if math.isnan(high) or not 0.0 <= low < high:
+            raise ValueError(f"each range needs 0 <= low < high (high may be .inf), "
+                             f"got ({low}, {high})")
+    return ranges
+
+
+# (low, high) per level: low finite, high finite or inf (open), never NaN.
+ScaleRanges = list[tuple[float, Annotated[float, Field(allow_inf_nan=True)]]]
 
 
 class MaxIoUAssign(Strict):
@@ -126,6 +142,7 @@ class FCOSAssign(Strict):
     strategy: Literal["fcos"] = "fcos"
     # None: derived from the strides (default_scale_ranges); else one (lo, hi) per level.
     scale_ranges: ScaleRanges | None = None
+    _scale_ranges = field_validator("scale_ranges")(_check_scale_ranges)
     center_sampling_radius: float | None = Field(None, gt=0.0)
 
 
@@ -133,6 +150,7 @@ class TopkScaleAssign(Strict):
     strategy: Literal["topk_scale"] = "topk_scale"
     topk: int = Field(9, ge=1)
     scale_ranges: ScaleRanges | None = None
+    _scale_ranges = field_validator("scale_ranges")(_check_scale_ranges)
 
 
 class ATSSAssign(Strict):
@@ -180,7 +198,7 @@ class ModelConfig(Strict):
 class MiniDataConfig(Strict):
     """Parameters of the synthetic mini-COCO generator (used when ``data.kind == "mini"``)."""
 
-    seed: int = 0
+    seed: Seed = 0
     num_train: int = Field(600, ge=1)
     num_val: int = Field(150, ge=1)
     # Objects coloured around their category's hue; False: random colours, only shape tells.
@@ -195,11 +213,11 @@ class DataConfig(Strict):
     train_split: str = "train2017"
     val_split: str = "val2017"
     # Shorter side; several values = multi-scale training (one drawn per image).
-    min_size: list[int] = Field(default_factory=lambda: [800], min_length=1)
+    min_size: list[Size] = Field(default_factory=lambda: [800], min_length=1)
     max_size: int = Field(1333, gt=0)
     test_min_size: int = Field(800, gt=0)
     # Multi-scale testing (Table 8): extra shorter sides, detections merged by NMS; [] = single.
-    test_extra_sizes: list[int] = Field(default_factory=list)
+    test_extra_sizes: list[Size] = Field(default_factory=list)
     size_divisibility: int = Field(32, ge=1)
     # Batch landscape and portrait images apart (the official code's ASPECT_RATIO_GROUPING): a
     # batch is padded to its largest image, so mixing them pads more (engine.sampler).
@@ -241,7 +259,7 @@ class ExperimentConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: Seed = 0
 
 
 # Knobs that say where or how fast a run happens, not what it computes: left out of the run id.

@@ -9,11 +9,11 @@ import copy
 import difflib
 from typing import Any, Iterable, Mapping
 
-import yaml
 from pydantic import ValidationError
 
 from atss_bench.config import ASSIGN_CONFIGS, ExperimentConfig
 from atss_bench.errors import ConfigError
+from atss_bench.yamlio import parse_yaml
 
 ASSIGN_KEY = "model.assign"
 
@@ -87,14 +87,13 @@ def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any], where: s
 
 
 def parse_set_option(item: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is parsed as YAML (``1e-3``, ``[3, 5]``)."""
+    """``key=value`` from the command line; the value is bounded YAML 1.2 (``1e-3``, ``[3, 5]``,
+    ``010`` is 10; ``yes``/``on`` stay strings for the typed config to judge: see ``yamlio``)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value", hint="e.g. --set train.max_iter=200")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        raise ConfigError(f"--set {item[:200]!r}: expected key=value",
+                          hint="e.g. --set train.max_iter=200")
+    value = parse_yaml(raw, f"--set {key.strip()[:100]!r}") if raw.strip() else ""
     return key.strip(), value
 
 
@@ -109,5 +108,6 @@ def validate_config(tree: Mapping[str, Any], where: str) -> ExperimentConfig:
         value = error.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
         more = f" and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {loc}: {error['msg']}{shown}{more}",
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {loc}: {message}{shown}{more}",
                           hint="fix the value in the recipe, profile or --set") from None

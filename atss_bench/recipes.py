@@ -10,11 +10,12 @@ report draws the table. Profiles (``recipes/profiles/*.yaml``) overlay the scale
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from atss_bench.config import ExperimentConfig, Strict, config_hash
 from atss_bench.errors import ConfigError
@@ -24,6 +25,28 @@ from atss_bench.yamlio import load_yaml_mapping
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Metric = Literal["AP", "AP50", "AP75", "APs", "APm", "APl"]
 BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+# A recipe's table and a profile's name become part of job names (``atss-table7-mini``), file
+# names and report headings, so they are short identifiers: no spaces, quotes or newlines.
+TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_TABLE_NUMBER = 10_000
+
+
+def _check_table(value: Any) -> int | str:
+    """A table number (``7``) or a short name (``ci``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TABLE_NUMBER:
+        return value
+    if isinstance(value, str) and TABLE_NAME.fullmatch(value):
+        return value
+    raise ValueError(f"must be a table number (0-{MAX_TABLE_NUMBER}) or a name of letters, "
+                     f"digits, '_' and '-' (at most 32), got {value!r:.60}")
+
+
+def _check_profile_name(value: Any) -> str:
+    if isinstance(value, str) and PROFILE_NAME.fullmatch(value):
+        return value
+    raise ValueError("must be a name of letters, digits, '_', '.' and '-' (at most 64), "
+                     f"got {value!r:.60}")
 
 
 class GridAxis(Strict):
@@ -61,6 +84,7 @@ class RecipeRow(Strict):
 
 class Recipe(Strict):
     table: int | str
+    _table = field_validator("table", mode="before")(_check_table)
     title: str
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
@@ -115,7 +139,8 @@ class Recipe(Strict):
         for row in selected:
             row_tree = apply_overrides(tree, row.set, f"{where}: rows[{row.id}].set")
             row_tree = apply_overrides(row_tree, overrides or {}, "--set")
-            base_seed = row_tree["seed"]
+            # Checked before the arithmetic: a seed of "abc" or 1.5 is an error naming the key.
+            base_seed = validate_config(row_tree, f"{where}: row '{row.id}'").seed
             for offset in range(seeds):
                 row_tree["seed"] = base_seed + offset
                 config = validate_config(row_tree, f"{where}: row '{row.id}'")
@@ -142,6 +167,7 @@ class Experiment:
 
 class Profile(Strict):
     name: str
+    _name = field_validator("name", mode="before")(_check_profile_name)
     description: str = ""
     set: dict[str, Any] = Field(default_factory=dict)
     path: str = Field("", exclude=True)
@@ -161,7 +187,8 @@ def _validated(model: type[Strict], data: dict[str, Any], path: Path) -> Any:
             close = difflib.get_close_matches(str(error["loc"][-1]), sorted(fields), n=1)
             hint = f"did you mean '{close[0]}'?" if close else hint
         else:
-            message = f"{loc}: {error['msg']}" if loc else error["msg"]
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            message = f"{loc}: {msg}" if loc else msg
         raise ConfigError(f"{path}: {message}", hint=hint) from None
 
 

@@ -127,3 +127,62 @@ def test_later_knobs_at_their_neutral_value_keep_earlier_run_ids():
                        "data.aspect_ratio_grouping": True}.items():
         tree = apply_overrides(default_tree(), {**HASH_NEUTRAL, key: value}, "t")
         assert config_hash(validate_config(tree, "t")) != "e20eaaefd1df", key
+
+
+# --- value checks: one line naming the key, exit 2 (through `atss-bench show ... --set`) --------
+
+def _show(*sets: str):
+    from typer.testing import CliRunner
+
+    from atss_bench.cli.main import app
+
+    args = ["show", "recipes/table2.yaml", "--profile", "mini", "--row", "iou_box",
+            "--format", "yaml"]
+    for item in sets:
+        args += ["--set", item]
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize("sets,key,problem", [
+    (["seed=-1"], "seed", "greater than or equal to 0"),
+    (["seed=4294967296"], "seed", "less than or equal to 4294967295"),
+    (["seed=1.5"], "seed", "valid integer"),
+    (["seed=yes"], "seed", "valid integer"),
+    (["data.mini.seed=-1"], "data.mini.seed", "greater than or equal to 0"),
+    (["data.min_size=[0]"], "data.min_size.0", "greater than 0"),
+    (["data.min_size=[800, -640]"], "data.min_size.1", "greater than 0"),
+    (["data.test_extra_sizes=[0]"], "data.test_extra_sizes.0", "greater than 0"),
+    (["data.max_size=0"], "data.max_size", "greater than 0"),
+    (["data.test_min_size=-1"], "data.test_min_size", "greater than 0"),
+    (["model.anchors.aspect_ratios=[.nan]"], "model.anchors.aspect_ratios.0", "finite number"),
+    (["model.anchors.aspect_ratios=[1, .inf]"], "model.anchors.aspect_ratios.1", "finite"),
+    (["train.base_lr=.inf"], "train.base_lr", "finite number"),
+    (["train.base_lr=.nan"], "train.base_lr", "finite number"),
+    (["model.loss.focal_gamma=.inf"], "model.loss.focal_gamma", "finite number"),
+    (["model.regression.box_coder_weights=[10, 10, .nan, 5]"],
+     "model.regression.box_coder_weights.2", "finite number"),
+    (["model.assign.strategy=fcos", "model.assign.scale_ranges=[[0, 64], [64, .nan]]"],
+     "model.assign.scale_ranges", "0 <= low < high"),
+    (["model.assign.strategy=fcos", "model.assign.scale_ranges=[[.inf, .inf]]"],
+     "model.assign.scale_ranges.0.0", "finite number"),
+    (["model.assign.strategy=topk_scale", "model.assign.scale_ranges=[[64, 0]]"],
+     "model.assign.scale_ranges", "0 <= low < high"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(sets, key, problem):
+    result = _show(*sets)
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1 and text.startswith("error:"), text
+    assert f": {key}: " in text and problem in text, text
+
+
+def test_yaml_1_2_numbers_and_the_meaningful_infinity_are_accepted():
+    result = _show("seed=010", "data.mini.seed=0o10", "train.max_iter=0x10",
+                   "model.assign.strategy=fcos",
+                   "model.assign.scale_ranges=[[0, 64], [64, 128], [128, .inf]]")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "\nseed: 10\n" in out and "    seed: 8\n" in out and "max_iter: 16\n" in out
+    assert "- 128.0\n      - .inf\n" in out  # the open upper end of the last scale range
+    top = _show("seed=4294967295")
+    assert top.exit_code == 0 and "\nseed: 4294967295\n" in top.output

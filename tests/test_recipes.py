@@ -102,3 +102,39 @@ def test_paper_metrics_match_the_paper(table):
     for row in recipe(table).rows:
         ours.extend(row.paper[m] for m in METRICS if m in row.paper)
     assert ours == _paper_numbers(PAPER.read_text(), table)
+
+
+# --- table and profile names end up in job names: short identifiers only -------------------------
+
+NAMED_RECIPE = "table: {table}\ntitle: t\nrows:\n  - id: a\n    label: A\n"
+
+
+@pytest.mark.parametrize("table,expected", [("7", 7), ("ci", "ci"), ("x_2-b", "x_2-b")])
+def test_table_is_a_number_or_a_short_name(tmp_path: Path, table: str, expected) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(NAMED_RECIPE.format(table=table))
+    assert load_recipe(path).table == expected
+
+
+@pytest.mark.parametrize("table", ['"a\\nb"', '"a b"', '"$(id)"', "'x;y'", "true", "[1]", "1.5",
+                                   "-1", "x" * 33, "{a: 1}", "~"])
+def test_unsafe_table_is_one_line_naming_file_and_key(tmp_path: Path, table: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(NAMED_RECIPE.format(table=table))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    assert err.value.message.startswith(f"{path}: table: must be a table number")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ['"mini\\nrm -rf ~"', '"mini full"', "'`id`'", "7", "''"])
+def test_unsafe_profile_name_is_one_line_naming_file_and_key(tmp_path: Path, name: str) -> None:
+    (tmp_path / "profiles").mkdir()
+    profile = tmp_path / "profiles" / "p.yaml"
+    profile.write_text(f"name: {name}\nset: {{}}\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(NAMED_RECIPE.format(table=1))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path).experiments(profile=str(profile))
+    assert err.value.message.startswith(f"{profile}: name: must be a name")
+    assert "\n" not in str(err.value)

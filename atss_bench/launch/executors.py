@@ -2,27 +2,44 @@
 
 One task (process) per GPU: ``tasks_per_node = gpus_per_node`` (at least 1), so a job on
 ``nodes x gpus_per_node`` GPUs is one DDP process group (see ``launch.submitit_job``).
+
+``render_sbatch_script`` is the script a submission would hand to sbatch, built by submitit's own
+code (its SlurmExecutor, minus the check that srun exists), so ``submit --dry-run`` shows exactly
+what would run. Every value in it was checked on the way in (``launch.settings``); the job name
+and the job folder are checked here, where they are rendered.
 """
 from __future__ import annotations
 
 import shlex
 import shutil
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.slurm import slurm as slurm_backend
 
-from atss_bench.errors import LaunchError
-from atss_bench.launch.settings import ClusterSettings
+from atss_bench.errors import ConfigError, LaunchError
+from atss_bench.launch.settings import ClusterSettings, check_job_name
 
 SUBMITIT_DIR = "submitit"  # results_dir/submitit/<job id>/: sbatch script, pickles, logs
-MAP_COUNT_PLACEHOLDER = "nothing"
 
 
 def job_folder(results_dir: Path, settings: ClusterSettings) -> Path:
-    """submitit's folder pattern for a submission: one sub-folder per job (per array task)."""
-    return Path(results_dir).absolute() / SUBMITIT_DIR / settings.cluster / "%j"
+    """submitit's folder pattern for a submission: one sub-folder per job (per array task).
+
+    The folder is written into ``#SBATCH --output`` lines and the job's command, so a control
+    character (a newline ends the line) or, for SLURM, a ``%`` (a file-name pattern) is refused."""
+    results_dir = Path(results_dir).absolute()
+    text = str(results_dir)
+    percent = "%" if settings.cluster == "slurm" else ""
+    bad = next((c for c in text if c in percent or unicodedata.category(c) in ("Cc", "Zl", "Zp")),
+               None)
+    if bad is not None:
+        raise ConfigError(f"results folder {text!r}: character {bad!r} cannot go into a job "
+                          "script", hint="use a results folder without control characters or %")
+    return results_dir / SUBMITIT_DIR / settings.cluster / "%j"
 
 
 def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
@@ -30,7 +47,7 @@ def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
     if settings.cluster == "debug":
         return {}
     params: dict[str, Any] = {
-        "name": name,
+        "name": check_job_name(name),
         "timeout_min": settings.time,
         "nodes": settings.nodes,
         "tasks_per_node": settings.tasks_per_node,
@@ -89,22 +106,46 @@ def make_executor(results_dir: Path, settings: ClusterSettings, name: str) -> su
     return executor
 
 
+class _ScriptOnlySlurmExecutor(slurm_backend.SlurmExecutor):
+    """submitit's SlurmExecutor that needs no srun here: it renders scripts, never submits."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+    def _submit_command(self, command: str) -> Any:  # pragma: no cover  (never called)
+        raise LaunchError("internal: the dry-run executor cannot submit")
+
+
+def _slurm_parameters(executor: slurm_backend.SlurmExecutor,
+                      params: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor's translation for slurm: generic keys converted, ``slurm_`` keys unprefixed."""
+    generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    specific = {k.removeprefix("slurm_"): v for k, v in params.items() if k.startswith("slurm_")}
+    return {**executor._convert_parameters(generic), **specific}
+
+
+def render_sbatch_script(results_dir: Path, settings: ClusterSettings, name: str,
+                         num_tasks: int) -> str:
+    """The sbatch script submitting ``num_tasks`` runs would write (a job array when > 1), as
+    submitit's SlurmExecutor builds it (``_internal_process_submissions``); no cluster needed."""
+    slurm = settings.model_copy(update={"cluster": "slurm"})
+    params = executor_parameters(slurm, name)
+    executor = _ScriptOnlySlurmExecutor(job_folder(results_dir, slurm),
+                                        max_num_timeout=slurm.max_num_timeout,
+                                        python=executor_kwargs(slurm)["slurm_python"])
+    try:
+        executor.update_parameters(**_slurm_parameters(executor, params))
+    except (ValueError, TypeError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LaunchError(f"invalid SLURM parameters: {first}") from None
+    if num_tasks > 1:
+        executor.parameters["map_count"] = num_tasks
+    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+
+
 def sbatch_flags(results_dir: Path, settings: ClusterSettings, name: str,
                  num_tasks: int) -> list[str]:
-    """The ``#SBATCH`` lines a job array of ``num_tasks`` would get (no cluster needed)."""
-    from submitit.slurm import slurm as slurm_backend  # the text submitit itself would write
-
-    params = {k.removeprefix("slurm_"): v for k, v in executor_parameters(settings, name).items()
-              if not k.startswith("local_")}
-    renamed = {"name": "job_name", "timeout_min": "time", "tasks_per_node": "ntasks_per_node"}
-    params = {renamed.get(k, k): v for k, v in params.items()}
-    if "mem_gb" in params:
-        params["mem"] = slurm_backend._convert_mem(params.pop("mem_gb"))
-    folder = job_folder(results_dir, settings)
-    try:
-        text = slurm_backend._make_sbatch_string(
-            command=MAP_COUNT_PLACEHOLDER, folder=folder,
-            map_count=num_tasks if num_tasks > 1 else None, **params)
-    except (TypeError, ValueError) as exc:
-        raise LaunchError(f"invalid SLURM parameters: {exc}") from None
+    """The ``#SBATCH`` lines of ``render_sbatch_script`` (no cluster needed)."""
+    text = render_sbatch_script(results_dir, settings, name, num_tasks)
     return [line for line in text.splitlines() if line.startswith("#SBATCH")]

@@ -14,17 +14,36 @@ The user config file is TOML (``$ATSS_BENCH_CONFIG``, else
 
 Every field can also come from ``ATSS_BENCH_<FIELD>`` (``ATSS_BENCH_PARTITION=gpu``,
 ``ATSS_BENCH_GPUS_PER_NODE=8``); list fields (``setup``) take ``;``-separated items.
+
+Every value lands in the sbatch script, so each is checked whatever its source (flag, variable or
+file key), and a bad one is a ``ConfigError`` naming the source and the value:
+
+=============================  ==============================================================
+field                          allowed
+=============================  ==============================================================
+partition, qos                 names of letters, digits and ``._+-``, comma separated
+account                        one such name
+constraint                     names and SLURM's operators ``&|*[]()`` ``:,=``
+job name (recipe and profile)  letters, digits and ``._+-`` (see ``check_job_name``)
+setup, python                  shell by design, from the config file or the environment only
+                               (never a flag); each one line: no newline, NUL or control byte
+=============================  ==============================================================
+
+Values are at most 128 characters. No space, quote, ``$``, backtick, ``;`` or newline reaches an
+``#SBATCH`` line: a newline there would end the header and run the rest as a shell command.
 """
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from atss_bench.config import Strict
 from atss_bench.errors import ConfigError
@@ -43,6 +62,56 @@ SECTION = "cluster"
 CLUSTERS = ("slurm", "local", "debug")
 
 Cluster = Literal["slurm", "local", "debug"]
+
+_NAME = r"A-Za-z0-9._+\-"  # a regex character class: SLURM partition, account and QoS names
+_LIST = rf"[{_NAME}]+(?:,[{_NAME}]+)*"  # one name or a comma-separated list
+# field -> (characters allowed, shape of the whole value, the allowed characters in words)
+SBATCH_VALUES: dict[str, tuple[str, str, str]] = {
+    "partition": (_NAME + ",", _LIST, "letters, digits, . _ + - and commas"),
+    "qos": (_NAME + ",", _LIST, "letters, digits, . _ + - and commas"),
+    "account": (_NAME, rf"[{_NAME}]+", "letters, digits, . _ + -"),
+    "constraint": (_NAME + r"&|*\[\]():,=", r".+",
+                   "letters, digits, . _ + - and the operators & | * [ ] ( ) : , ="),
+    "job name": (_NAME, rf"[{_NAME}]+", "letters, digits, . _ + -"),
+}
+MAX_VALUE_CHARS = 128
+MAX_SHELL_CHARS = 4096
+SHELL_FIELDS = ("setup", "python")  # shell text by design: config file / environment only
+
+
+def check_sbatch_value(field: str, value: str) -> str:
+    """``value`` when it is safe in ``#SBATCH --<field>=value``; else ValueError saying why."""
+    chars, shape, allowed = SBATCH_VALUES[field]
+    bad = re.search(f"[^{chars}]", value)
+    if bad:
+        raise ValueError(f"character {bad.group()!r} is not allowed in an #SBATCH value "
+                         f"(allowed: {allowed})")
+    if not value or len(value) > MAX_VALUE_CHARS:
+        raise ValueError(f"must have 1 to {MAX_VALUE_CHARS} characters")
+    if not re.fullmatch(shape, value):
+        raise ValueError("must be one name or names separated by single commas")
+    return value
+
+
+def check_shell_line(value: str) -> str:
+    """A setup line or interpreter command: any shell text, but a single line."""
+    bad = next((c for c in value if c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp")),
+               None)
+    if bad is not None:
+        raise ValueError(f"must be a single line: control character {bad!r} found")
+    if len(value) > MAX_SHELL_CHARS:
+        raise ValueError(f"longer than {MAX_SHELL_CHARS} characters")
+    return value
+
+
+def check_job_name(name: str) -> str:
+    """The job name (``atss-table7-mini``): ConfigError naming it when unsafe."""
+    try:
+        return check_sbatch_value("job name", name)
+    except ValueError as exc:
+        raise ConfigError(f"job name {name!r}: {exc}",
+                          hint="recipe 'table' and profile 'name' must be short identifiers"
+                          ) from None
 
 
 class ClusterSettings(Strict):
@@ -63,6 +132,21 @@ class ClusterSettings(Strict):
     max_num_timeout: int = Field(3, ge=0)  # requeues after time-outs before giving up
     setup: list[str] = Field(default_factory=list)  # shell lines run before the job (sbatch)
     python: str | None = None  # interpreter of the jobs (default: this one)
+
+    @field_validator("partition", "qos", "account", "constraint")
+    @classmethod
+    def _sbatch_safe(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_sbatch_value(str(info.field_name), value)
+
+    @field_validator("setup")
+    @classmethod
+    def _setup_lines(cls, lines: list[str]) -> list[str]:
+        return [check_shell_line(line) for line in lines]
+
+    @field_validator("python")
+    @classmethod
+    def _python_line(cls, value: str | None) -> str | None:
+        return None if value is None else check_shell_line(value)
 
     @property
     def tasks_per_node(self) -> int:
@@ -123,16 +207,26 @@ def read_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def _validate(values: dict[str, Any], sources: dict[str, str]) -> ClusterSettings:
+def _hint(field: str) -> str | None:
+    if field == "cluster":
+        return f"one of {', '.join(CLUSTERS)}"
+    if field in SHELL_FIELDS:
+        return f"one command per item; set {field} in the config file's [cluster] table"
+    return None
+
+
+def _validate(values: dict[str, Any], sources: dict[str, str], config_file: str
+              ) -> ClusterSettings:
     try:
         return ClusterSettings.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
         where = sources.get(field, "settings")
-        raise ConfigError(f"{where}: {field}: {error['msg']} (got {error.get('input')!r})",
-                          hint=f"one of {', '.join(CLUSTERS)}" if field == "cluster" else None
-                          ) from None
+        key = f"{SECTION}.{field}" if where == config_file else field
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {key}: {message} (got {error.get('input')!r:.200})",
+                          hint=_hint(field)) from None
 
 
 def resolve_settings(
@@ -161,6 +255,9 @@ def resolve_settings(
         for key, value in layer.items():
             if key not in FIELDS:
                 raise ConfigError(f"{source}: unknown cluster setting '{key}'")
+            if key in SHELL_FIELDS and source.startswith("--"):
+                raise ConfigError(f"{source}: {key} is shell text: it comes only from the "
+                                  f"config file or {env_name(key)}", hint=_hint(key))
             values[key] = value
             sources[key] = source
-    return _validate(values, sources), sources
+    return _validate(values, sources, str(path)), sources

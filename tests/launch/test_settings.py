@@ -1,12 +1,19 @@
 """Cluster settings: flags > environment > config file > defaults, and their submitit mapping."""
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
 from atss_bench.errors import ConfigError, LaunchError
-from atss_bench.launch.executors import executor_kwargs, executor_parameters, sbatch_flags
+from atss_bench.launch.executors import (
+    executor_kwargs,
+    executor_parameters,
+    render_sbatch_script,
+    sbatch_flags,
+)
 from atss_bench.launch.settings import ClusterSettings, default_config_path, resolve_settings
 
 CONFIG = """\
@@ -126,3 +133,138 @@ def test_sbatch_header_of_a_job_array(tmp_path: Path) -> None:
         assert expected in lines, (expected, lines)
     single = sbatch_flags(tmp_path, ClusterSettings(), "one", 1)
     assert not any(line.startswith("#SBATCH --array") for line in single)
+
+
+# --- sbatch safety: every value that reaches the script is checked, whatever its source ---------
+
+HOSTILE = ["gpu\nrm -rf ~", "gp\ru", "gpu part", "gpu'", 'gpu"', "$(id)", "`id`", "gpu;id",
+           "gpu\x00", "", "g" * 129]
+SBATCH_FIELDS = ["partition", "account", "qos", "constraint"]
+
+
+def _source_cases(tmp_path: Path, field: str, value: str) -> list[tuple[dict, dict, str]]:
+    """(flags, environ, the source the error must name) for one value from each source."""
+    config = tmp_path / "config.toml"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") \
+        .replace("\r", "\\r").replace("\x00", "\\u0000")
+    config.write_text(f'[cluster]\n{field} = "{escaped}"\n')
+    return [({field: value}, {}, f"--{field}: {field}:"),
+            ({}, {f"ATSS_BENCH_{field.upper()}": value}, f"ATSS_BENCH_{field.upper()}: {field}:"),
+            ({}, {"ATSS_BENCH_CONFIG": str(config)}, f"{config}: cluster.{field}:")]
+
+
+@pytest.mark.parametrize("field", SBATCH_FIELDS)
+@pytest.mark.parametrize("value", HOSTILE)
+def test_unsafe_sbatch_value_from_any_source_names_source_and_value(
+        tmp_path: Path, field: str, value: str) -> None:
+    for flags, environ, where in _source_cases(tmp_path, field, value):
+        if not value.strip() and environ and "ATSS_BENCH_CONFIG" not in environ:
+            continue  # an empty or blank variable means "not set"
+        with pytest.raises(ConfigError) as err:
+            resolve_settings(flags, environ=environ)
+        message = err.value.message
+        assert message.startswith(where), message
+        assert repr(value)[:100] in message and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("partition", "gpu"), ("partition", "a100,v100-32g"), ("qos", "high_prio"),
+    ("account", "def-prof.lab+x"), ("constraint", "[rack1|rack2]&volta32gb*2"),
+    ("constraint", "(knl&snc4):x=1,y"),
+])
+def test_ordinary_slurm_names_pass(field: str, value: str) -> None:
+    settings, sources = resolve_settings({field: value}, environ={})
+    assert getattr(settings, field) == value and sources[field] == f"--{field}"
+
+
+def test_comma_lists_must_be_well_formed() -> None:
+    for value in ("a,,b", ",a", "a,"):
+        with pytest.raises(ConfigError, match="separated by single commas"):
+            resolve_settings({"partition": value}, environ={})
+    with pytest.raises(ConfigError, match="character ',' is not allowed"):
+        resolve_settings({"account": "a,b"}, environ={})
+
+
+def test_setup_and_python_are_single_lines_from_file_or_environment_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ATSS_BENCH_SETUP: setup: must be a single line"):
+        resolve_settings({}, environ={"ATSS_BENCH_SETUP": "module load a\nrm -rf ~"})
+    config = write(tmp_path, '[cluster]\nsetup = ["ok", "module load a\\rrm -rf ~"]\n')
+    with pytest.raises(ConfigError) as err:
+        resolve_settings({}, environ={"ATSS_BENCH_CONFIG": str(config)})
+    assert err.value.message.startswith(f"{config}: cluster.setup: must be a single line")
+    assert "'\\r'" in err.value.message
+    with pytest.raises(ConfigError, match=r"^ATSS_BENCH_PYTHON: python: must be a single line"):
+        resolve_settings({}, environ={"ATSS_BENCH_PYTHON": "python3\x00"})
+    for field, value in (("setup", ["module load a"]), ("python", "python3")):
+        with pytest.raises(ConfigError, match=f"^--{field}: {field} is shell text"):
+            resolve_settings({field: value}, environ={})
+    shell, _ = resolve_settings({}, environ={"ATSS_BENCH_SETUP": "export X=$HOME; cd 'a b'"})
+    assert shell.setup == ["export X=$HOME", "cd 'a b'"]  # shell by design, one line each
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_memory_must_be_finite(value: str) -> None:
+    with pytest.raises(ConfigError, match="^ATSS_BENCH_MEM_GB: mem_gb: Input should be a finite"):
+        resolve_settings({}, environ={"ATSS_BENCH_MEM_GB": value})
+
+
+def test_unsafe_job_name_or_results_folder_never_reaches_a_script(tmp_path: Path) -> None:
+    for name in ("atss-table2\nrm -rf ~-mini", "atss table", "atss-$(id)"):
+        with pytest.raises(ConfigError, match=r"^job name "):
+            executor_parameters(ClusterSettings(), name)
+        with pytest.raises(ConfigError, match=r"^job name "):
+            render_sbatch_script(tmp_path, ClusterSettings(), name, 2)
+    for folder in ("res\nults", "res%jults"):
+        with pytest.raises(ConfigError, match="cannot go into a job script"):
+            render_sbatch_script(tmp_path / folder, ClusterSettings(), "atss-table2-mini", 1)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+# The scripts submitit wrote for `atss-bench submit recipes/table2.yaml --profile mini
+# --partition gpu --gpus-per-node 2 --mem-gb 16 --account vision` (4 runs; --rows iou_box: 1),
+# captured from a fake sbatch before the checks above existed: ordinary scripts stay the same.
+GOLDEN_HEADER = """\
+#!/bin/bash
+
+# Parameters
+#SBATCH --account=vision
+{array}#SBATCH --error={folder}/submitit/slurm/{job}/{job}_0_log.err
+#SBATCH --gpus-per-node=2
+#SBATCH --job-name=atss-table2-mini
+#SBATCH --mem=16GB
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=2
+#SBATCH --open-mode=append
+#SBATCH --output={folder}/submitit/slurm/{job}/{job}_0_log.out
+#SBATCH --partition=gpu
+#SBATCH --signal=USR2@120
+#SBATCH --time=720
+#SBATCH --wckey=submitit
+"""
+GOLDEN_COMMAND = """
+# command
+export SUBMITIT_EXECUTOR=slurm
+srun --unbuffered --output {folder}/submitit/slurm/{job}/{job}_%t_log.out \
+--error {folder}/submitit/slurm/{job}/{job}_%t_log.err {python} -u -m submitit.core._submit \
+{folder}/submitit/slurm/%j
+"""
+
+
+def golden_script(folder: Path, num_tasks: int, setup: tuple[str, ...] = ()) -> str:
+    """The expected sbatch script (``folder`` must need no shell quoting)."""
+    job = "%A_%a" if num_tasks > 1 else "%j"
+    array = f"#SBATCH --array=0-{num_tasks - 1}%{num_tasks}\n" if num_tasks > 1 else ""
+    text = GOLDEN_HEADER.format(array=array, folder=folder, job=job)
+    if setup:
+        text += "\n# setup\n" + "".join(f"{line}\n" for line in setup)
+    return text + GOLDEN_COMMAND.format(folder=folder, job=job, python=shlex.quote(sys.executable))
+
+
+def test_rendered_script_is_what_submitit_wrote_before(tmp_path: Path) -> None:
+    settings = ClusterSettings(partition="gpu", gpus_per_node=2, mem_gb=16, account="vision")
+    for num_tasks in (4, 1):
+        assert render_sbatch_script(tmp_path, settings, "atss-table2-mini", num_tasks) == \
+            golden_script(tmp_path, num_tasks)
+    with_setup = settings.model_copy(update={"setup": ["module load cuda/12.1", "export A=$B"]})
+    assert render_sbatch_script(tmp_path, with_setup, "atss-table2-mini", 1) == \
+        golden_script(tmp_path, 1, ("module load cuda/12.1", "export A=$B"))
