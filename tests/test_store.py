@@ -105,7 +105,9 @@ def test_duplicate_jobs_for_one_run_train_it_once(tmp_path: Path, wait: bool):
     assert list(frame["status"]) == ["done"] and frame.attrs["warnings"] == []
 
 
-BIG = {"metrics": {m: 1.0 for m in METRICS}, "provenance": {"blob": "x" * 8_000_000}}
+# as big as a store file may be (safeio.MAX_JSON_BYTES), so that a write takes a while
+BIG = {"metrics": {m: 1.0 for m in METRICS}, "provenance": {"blob": "x" * 1_000_000}}
+BIG_BYTES = 900_000
 
 
 def _write_forever(path: Path) -> None:
@@ -118,7 +120,7 @@ def _write_forever(path: Path) -> None:
 def _inside_a_write(run_dir: Path) -> bool:
     """A temp file exists (atomic writer) or metrics.json is short (an in-place writer)."""
     try:
-        short = (run_dir / rd.METRICS).stat().st_size < 1_000_000
+        short = (run_dir / rd.METRICS).stat().st_size < BIG_BYTES
     except FileNotFoundError:
         short = True
     return short or any(p.suffix == rd.TMP_SUFFIX for p in run_dir.iterdir())
@@ -129,7 +131,7 @@ def _kill_writer(run_dir: Path, mid_write: bool) -> None:
     proc.start()
     deadline = time.monotonic() + 30
     try:
-        while (run_dir / rd.METRICS).stat().st_size < 1_000_000:  # first big write landed
+        while (run_dir / rd.METRICS).stat().st_size < BIG_BYTES:  # first big write landed
             assert time.monotonic() < deadline
         if mid_write:  # kill the moment a write is under way
             while not _inside_a_write(run_dir) and time.monotonic() < deadline:
@@ -271,3 +273,74 @@ def test_atomic_write_replaces_the_whole_file(tmp_path: Path):
     rd.atomic_write_json(target, {"b": 2})
     assert rd.read_json(target) == {"b": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+# --- dataset identity columns and the --dataset filter ---------------------------------------
+
+def _dataset(fingerprint: str, name: str) -> dict:
+    return {"kind": "coco", "fingerprint": fingerprint, "name": name, "root": f"/data/{name}",
+            "splits": {"val2017": {"images": 5, "annotations_sha256": "0" * 64}}}
+
+
+def _dataset_store(results: Path) -> None:
+    done = {"metrics": {m: 30.0 for m in METRICS}, "provenance": {
+        "device": "cpu", "dataset": _dataset("bbbbbbbbbbbbbbbb", "coco-b")}}
+    meta = {"run_id": "done_b", "table": 4, "row_id": "k3", "profile": "full", "seed": 0,
+            "dataset": _dataset("aaaaaaaaaaaaaaaa", "coco-a")}  # the result's own record wins
+    _write_record(results, "done_b", {"state": "done"}, done, meta=meta)
+    _write_record(results, "failed_a", {"state": "failed", "reason": "x"}, None, meta={
+        **meta, "run_id": "failed_a", "dataset": _dataset("aaaaaaaaaaaaaaaa", "coco-a")})
+    _write_record(results, "legacy", {"state": "done"}, {**done, "provenance": {}},
+                  meta={**meta, "run_id": "legacy", "dataset": None})
+    _write_record(results, "hostile", {"state": "pending"}, None, meta={
+        **meta, "run_id": "hostile", "dataset": {"fingerprint": ["x"], "name": "a" * 10**5}})
+
+
+def test_dataset_columns_come_from_the_result_then_meta_and_are_never_trusted(tmp_path: Path):
+    _dataset_store(tmp_path)
+    scan = scan_results(tmp_path)
+    frame = scan.frame.set_index("run_id")
+    assert not scan.warnings and {"dataset", "dataset_name"} <= set(COLUMNS)
+    assert (frame.loc["done_b", "dataset"], frame.loc["done_b", "dataset_name"]) == (
+        "bbbbbbbbbbbbbbbb", "coco-b")
+    assert (frame.loc["failed_a", "dataset"], frame.loc["failed_a", "dataset_name"]) == (
+        "aaaaaaaaaaaaaaaa", "coco-a")
+    for run_id in ("legacy", "hostile"):
+        assert pd.isna(frame.loc[run_id, "dataset"]) and pd.isna(frame.loc[run_id, "dataset_name"])
+
+
+def test_select_dataset_by_fingerprint_prefix_or_name(tmp_path: Path):
+    from atss_bench.errors import StoreError
+    from atss_bench.store import select_dataset
+
+    _dataset_store(tmp_path)
+    frame = load_results(tmp_path)
+    assert sorted(select_dataset(frame, "aaaa")["run_id"]) == ["failed_a"]
+    assert sorted(select_dataset(frame, "BBBB")["run_id"]) == ["done_b"]  # hex, any case
+    assert sorted(select_dataset(frame, "coco-b")["run_id"]) == ["done_b"]
+    assert select_dataset(frame, "coco").empty and select_dataset(frame, "c0ffee").empty
+    assert len(select_dataset(frame, None)) == 4
+    with pytest.raises(StoreError, match="--dataset is empty"):
+        select_dataset(frame, "  ")
+
+
+def test_status_and_export_filter_by_dataset(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from atss_bench.cli.main import app
+
+    _dataset_store(tmp_path)
+    cli = CliRunner()
+    status = cli.invoke(app, ["status", "--results", str(tmp_path), "--dataset", "coco-a"])
+    assert status.exit_code == 0, status.output
+    assert "failed_a" in status.output and "done_b" not in status.output
+    none = cli.invoke(app, ["status", "--results", str(tmp_path), "--dataset", "[red]x"])
+    assert none.exit_code == 0 and "no runs made on dataset '[red]x' in" in none.output
+    out = tmp_path / "b.csv"
+    export = cli.invoke(app, ["results", "export", "--results", str(tmp_path), "--out", str(out),
+                              "--dataset", "bbbb"])
+    assert export.exit_code == 0, export.output
+    back = pd.read_csv(out)
+    assert list(back["run_id"]) == ["done_b"] and list(back["dataset_name"]) == ["coco-b"]
+    empty = cli.invoke(app, ["results", "export", "--results", str(tmp_path), "--dataset", ""])
+    assert empty.exit_code == 2 and "--dataset is empty" in empty.output

@@ -12,19 +12,29 @@
 
 Every file except log.jsonl is replaced whole (temp file in the same folder, fsync, os.replace),
 so a reader sees the old or the new content, never half of it, even if the writer is SIGKILLed.
-A run's files are only written by the process holding its ``lock``.
+A run's files are only written by the process holding its ``lock``. Files honour the umask
+(0644 under umask 022), so lab mates sharing a results folder can read each other's runs.
+
+Readers treat the folder as untrusted data (``job.safeio``): regular files only, no symlinks,
+bounded sizes; ``status_problem`` says whether a status.json can be trusted as a record.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from atss_bench.errors import StoreError
+from atss_bench.job.safeio import UnsafeFile, load_json_object, read_bytes
 
 RUNS = "runs"
 CONFIG = "config.yaml"
@@ -40,8 +50,16 @@ TMP_SUFFIX = ".tmp"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 CANCELLED, TIMED_OUT = "cancelled", "timed-out"  # written by the SLURM layer
 STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, TIMED_OUT)
+CLUSTERS = ("slurm", "local", "debug")
+# a scheduler job id as submitit records it: "44", "44_1" (array task), "DEBUG_140..." (debug)
+JOB_ID = re.compile(r"^([0-9]{1,20}(_[0-9]{1,10})?|DEBUG_[0-9]{1,30})$")
+MAX_TEXT_CHARS = 4096  # a label, row id, reason, ... longer than this is not ours
 
 _LOG_TAIL_BYTES = 8192
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_PROBE_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                | getattr(os, "O_CLOEXEC", 0))
 
 
 def utc_now() -> str:
@@ -62,10 +80,37 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _umask_from_proc() -> int | None:
+    """This process's umask from /proc (Linux >= 4.7): read without changing it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@functools.cache
+def _umask_once() -> int:
+    """Elsewhere: set and restore it once (a moment another thread could see 0o022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def current_umask() -> int:
+    proc = _umask_from_proc()
+    return proc if proc is not None else _umask_once()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step: readers see the old or new file, never a mix."""
+    """Replace ``path`` with ``data`` in one step: readers see the old or new file, never a mix.
+    The file gets the mode a plain ``open()`` would give it (0o666 less the umask)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: lab mates could not read
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -87,13 +132,12 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None when missing, unreadable, corrupt or not an object."""
+    """A JSON object from ``path``; None when missing, unreadable, corrupt, not an object, not a
+    regular file or over ``safeio.MAX_JSON_BYTES`` (``safeio.load_json_object`` says why)."""
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError):
+        return load_json_object(path)
+    except UnsafeFile:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def read_last_log_line(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -102,20 +146,46 @@ def read_last_log_line(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]
     ``keys=("iter", "max_iter")`` finds the last progress line (the engine ends with an eval line).
     """
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - _LOG_TAIL_BYTES))
-            tail = handle.read()
-    except OSError:
+        tail = read_bytes(path, _LOG_TAIL_BYTES, tail=True)
+    except (OSError, UnsafeFile):
         return None
     for line in reversed(tail.splitlines()):
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(data, dict) and all(k in data for k in keys):
             return data
+    return None
+
+
+def _text_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= MAX_TEXT_CHARS)
+
+
+def _int_ok(value: Any, limit: int = 2**63) -> bool:
+    return value is None or (type(value) is int and 0 <= value < limit)
+
+
+def status_problem(status: Mapping[str, Any]) -> str | None:
+    """Why a status.json cannot be trusted as a record (field types, sizes); None when it can.
+    An unknown ``state`` word is not a problem here (readers show such a run as failed)."""
+    state = status.get("state")
+    if not isinstance(state, str) or len(state) > 64:
+        return "status.json: state is not a short text"
+    for key in ("reason", "started", "finished", "updated", "queued", "host", "slurm_job_id"):
+        if not _text_ok(status.get(key)):
+            return f"status.json: {key} is not a text of at most {MAX_TEXT_CHARS} characters"
+    for key in ("pid", "attempt"):
+        if not _int_ok(status.get(key), 2**31):
+            return f"status.json: {key} is not an integer in [0, 2**31)"
+    if status.get("wall_time") is not None and not finite_number(status["wall_time"]):
+        return "status.json: wall_time is not a finite number"
+    job_id = status.get("submitit_job_id")
+    if job_id is not None and not (isinstance(job_id, str) and JOB_ID.match(job_id)):
+        return "status.json: submitit_job_id is not a job id"
+    if status.get("cluster") is not None and status.get("cluster") not in CLUSTERS:
+        return f"status.json: cluster is not one of {', '.join(CLUSTERS)}"
     return None
 
 
@@ -126,12 +196,17 @@ def remove_stale_temp_files(run_dir: Path) -> None:
             tmp.unlink()
 
 
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float: no NaN, inf or 400-digit int."""
+    return type(value) in (int, float) and -1e308 < value < 1e308
+
+
 def complete_metrics(data: dict[str, Any] | None) -> bool:
-    """metrics.json is complete: an object with numeric metrics (AP at least) and provenance."""
+    """metrics.json is complete: an object with metrics (a finite AP at least) and provenance."""
     if not data:
         return False
     metrics = data.get("metrics")
-    return (isinstance(metrics, dict) and isinstance(metrics.get("AP"), (int, float))
+    return (isinstance(metrics, dict) and finite_number(metrics.get("AP"))
             and isinstance(data.get("provenance"), dict))
 
 
@@ -160,6 +235,8 @@ class RunLock:
     """Exclusive ``flock`` on ``run_dir/lock``: one process per run at a time.
 
     The kernel drops the lock when its process dies (even by SIGKILL), so a lock never goes stale.
+    A filesystem without flock (NFS or Lustre mounted without locking) is a StoreError that says
+    so, never a traceback; a lock file that cannot be opened (read-only store) is an OSError.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -174,14 +251,14 @@ class RunLock:
         """Take the lock; with ``wait=False`` return False at once if another process holds it."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, _LOCK_FLAGS, 0o666)  # 0644 under umask 022 (OSError if RO)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno in _BUSY:
                 return False
-            raise
+            raise lock_error(self.path.parent, exc) from None
         self._fd = fd
         return True
 
@@ -200,12 +277,33 @@ class RunLock:
         self.release()
 
 
+def lock_error(run_dir: Path, exc: OSError) -> StoreError:
+    """A flock failure other than "busy" (ENOLCK, EOPNOTSUPP, ENOSYS, ...): one line + the fix."""
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return StoreError(
+        f"cannot lock {run_dir}: flock failed with {name} ({exc.strerror}); the "
+        "filesystem of the results folder does not support file locking",
+        hint="use a results folder on a filesystem with flock support (e.g. a local disk), or "
+             "mount it with locking enabled (NFS: a lock manager or local_lock=flock; "
+             "Lustre: -o flock)")
+
+
 def lock_is_held(run_dir: Path) -> bool:
-    """Whether some process (possibly this one, through another descriptor) holds the run lock."""
-    if not (run_dir / LOCK).exists():
+    """Whether some process (possibly this one, through another descriptor) holds the run lock.
+
+    Only reads: the lock file is opened read-only and never created, and probed with a shared
+    lock (which an exclusive holder refuses), so a read-only results folder can be planned.
+    """
+    try:
+        fd = os.open(run_dir / LOCK, _PROBE_FLAGS)
+    except OSError:  # missing (never locked), or unreadable: nobody we can see holds it
         return False
-    probe = RunLock(run_dir)
-    if probe.acquire(wait=False):
-        probe.release()
-        return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return True
+        raise lock_error(run_dir, exc) from None
+    finally:
+        os.close(fd)  # closing drops our probe lock
+    return False

@@ -7,7 +7,8 @@ the run-directory format); ``store``, ``report`` and ``cli`` sit above it.
     executors       settings -> submitit AutoExecutor parameters, the sbatch header
     submitit_job    SubmititRun: the job callable (idempotent __call__, checkpoint() requeues)
     submit          plan_submission / submit_plan: one job array per recipe, store records
-    states          refresh_job_states: the store joined with sacct; ended jobs recorded
+    slurm_query     query_slurm_states: squeue and sacct, each standing in when the other fails
+    states          refresh_job_states: the store joined with the scheduler; ended jobs recorded
 """
 from atss_bench.launch.settings import ClusterSettings, resolve_settings
 from atss_bench.launch.states import JobState, refresh_job_states

@@ -10,11 +10,14 @@ from atss_bench.store.table import (
     ScanResult,
     export_results,
     load_results,
+    printable,
     resolve_results_dir,
     scan_results,
+    select_dataset,
 )
 
 __all__ = [
     "COLUMNS", "CorruptRecord", "EXPORT_FORMATS", "RESULTS_ENV", "ScanResult", "export_results",
-    "load_results", "read_record", "resolve_results_dir", "scan_results",
+    "load_results", "printable", "read_record", "resolve_results_dir", "scan_results",
+    "select_dataset",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def _run_dirs(results_dir: Path) -> list[Path]:
     except NotADirectoryError:
         raise StoreError(f"{runs} is not a folder",
                          hint="--results must name a results folder") from None
+    except OSError as exc:
+        raise StoreError(f"cannot list {runs}: {exc.strerror}",
+                         hint="--results must name a results folder you can read") from None
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -67,18 +71,28 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def printable(text: str, limit: int = 300) -> str:
+    """``text`` on one line and inert on a terminal: control characters escaped (a folder name
+    may hold a newline, a record an ESC sequence), cut at ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def scan_results(results_dir: str | Path) -> ScanResult:
-    """Read every run record; a corrupt or partial record is skipped with a warning, never raised.
-    """
+    """Read every run record; a corrupt or partial record is skipped with one warning line
+    (the folder and the reason), never raised."""
     results_dir = Path(results_dir)
     records, warnings = [], []
     for run_dir in _run_dirs(results_dir):
         try:
             records.append(read_record(run_dir))
+            continue
         except CorruptRecord as exc:
-            warnings.append(f"{run_dir}: skipped ({exc})")
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            warnings.append(f"{run_dir}: skipped ({type(exc).__name__}: {exc})")
+            why = str(exc)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError,
+                OverflowError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        warnings.append(f"{printable(str(run_dir), 1000)}: skipped ({printable(why)})")
     for line in warnings:
         log.warning(line)
     return ScanResult(_frame(records), warnings)
@@ -95,18 +109,49 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     return scan.frame
 
 
+def select_dataset(frame: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+    """The runs made on one dataset: ``dataset`` is a fingerprint prefix or a dataset name
+    (columns ``dataset`` / ``dataset_name``); None keeps every run."""
+    if dataset is None:
+        return frame
+    text = dataset.strip()
+    if not text:
+        raise StoreError("--dataset is empty",
+                         hint="give a dataset fingerprint (or its first characters) or a name")
+    fingerprints = frame["dataset"].astype("string")
+    names = frame["dataset_name"].astype("string")
+    mask = (fingerprints.str.startswith(text.lower()).fillna(False).astype(bool)
+            | (names == text).fillna(False).astype(bool))
+    return frame[mask.to_numpy()]
+
+
 def export_results(results_dir: str | Path, fmt: str = "csv",
-                   out: str | Path | None = None) -> Path:
-    """Write the results table as CSV or Parquet (default: results_dir/results.<fmt>)."""
+                   out: str | Path | None = None, dataset: str | None = None,
+                   warn: Callable[[str], object] | None = None) -> Path:
+    """Write the results table as CSV or Parquet (default: results_dir/results.<fmt>);
+    ``dataset``: only the runs of that dataset (``select_dataset``); ``warn`` gets the warning
+    line of each skipped record."""
     if fmt not in EXPORT_FORMATS:
         raise StoreError(f"unknown export format '{fmt}'", hint="use csv or parquet")
-    frame = load_results(results_dir)
+    scan = scan_results(results_dir)
+    for line in scan.warnings if warn is not None else ():
+        warn(line)
+    frame = select_dataset(scan.frame, dataset)
     frame.attrs = {}
     out = Path(out) if out is not None else Path(results_dir) / f"results.{fmt}"
+    try:
+        _write_frame(frame, fmt, out)
+    except OSError as exc:  # e.g. a read-only shared store
+        raise StoreError(f"cannot write {out}: {exc.strerror}",
+                         hint="write the table elsewhere with --out FILE") from None
+    return out
+
+
+def _write_frame(frame: pd.DataFrame, fmt: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         frame.to_csv(out, index=False)
-        return out
+        return
     for column in frame.columns:
         if pd.api.types.is_object_dtype(frame[column]):  # e.g. table: 1 and "S1" mixed
             frame[column] = frame[column].astype("string")
@@ -115,4 +160,3 @@ def export_results(results_dir: str | Path, fmt: str = "csv",
     except ImportError as exc:
         raise StoreError(f"parquet export needs pyarrow ({exc})",
                          hint="pip install pyarrow, or use --format csv") from None
-    return out

@@ -1,7 +1,7 @@
 """refresh_job_states: the store joined with (faked) scheduler states, ended jobs recorded."""
 from __future__ import annotations
 
-import pickle
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,7 +9,15 @@ import pytest
 
 from atss_bench.job import mark_pending, run_experiment_job
 from atss_bench.job import rundir as rd
-from atss_bench.launch.states import last_error_line, refresh_job_states, store_state_for
+from atss_bench.launch import ClusterSettings, plan_submission
+from atss_bench.launch import slurm_query
+from atss_bench.launch.states import (
+    UNREACHABLE,
+    last_error_line,
+    query_slurm_states,
+    refresh_job_states,
+    store_state_for,
+)
 from atss_bench.recipes import load_recipe
 from atss_bench.store import load_results
 from tests.launch.fakes import fake_train
@@ -113,8 +121,10 @@ def test_a_run_being_trained_or_finished_is_never_overwritten(tmp_path: Path) ->
 def test_no_scheduler_or_dry_run_writes_nothing(tmp_path: Path) -> None:
     exp = experiments()[0]
     submit_fake(tmp_path, exp, "60")
-    jobs = refresh_job_states(tmp_path, query=lambda ids: None)  # sacct not available
-    assert [(j.state, j.scheduler_state, j.updated) for j in jobs] == [("pending", "", False)]
+    jobs = refresh_job_states(tmp_path, query=lambda ids: None)  # neither squeue nor sacct
+    assert [(j.state, j.scheduler_state, j.updated) for j in jobs] == \
+        [("pending", UNREACHABLE, False)]
+    assert jobs[0].unreachable and not jobs[0].finished
     jobs = refresh_job_states(tmp_path, record=False, query=lambda ids: {"60": "CANCELLED"})
     assert jobs[0].state == "cancelled" and not jobs[0].updated
     assert state_of(tmp_path, exp)["state"] == "pending"
@@ -150,21 +160,25 @@ def test_last_error_line_prefers_the_exception_over_scheduler_noise(tmp_path: Pa
     assert last_error_line(tmp_path / "missing") is None and last_error_line(None) is None
 
 
+def local_stderr(results: Path, pid: int, text: str) -> None:
+    """What submitit's local job writes: <results>/submitit/local/<pid>/<pid>_0_log.err."""
+    folder = results / "submitit" / "local" / str(pid)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{pid}_0_log.err").write_text(text)
+
+
 def test_local_jobs_whose_process_is_gone_are_recorded(tmp_path: Path) -> None:
+    """From the process and the task's stderr: never from submitit's result pickle."""
     exps = experiments()[:2]
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its pid is free
-    folder = tmp_path / "submitit" / "local" / str(dead.pid)
-    folder.mkdir(parents=True)
-    with open(folder / f"{dead.pid}_0_result.pkl", "wb") as handle:
-        pickle.dump(("error", "Traceback (most recent call last):\nRuntimeError: boom"), handle)
+    local_stderr(tmp_path, dead.pid, "submitit ERROR (x) - Submitted job triggered an exception\n"
+                 "Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: boom\n")
     for exp in exps:
-        assert mark_pending(tmp_path, exp, cluster="local", submitit_job_id=str(dead.pid),
-                            submitit_folder=str(folder))
+        assert mark_pending(tmp_path, exp, cluster="local", submitit_job_id=str(dead.pid))
     alive = subprocess.Popen(["sleep", "30"])
     try:
-        assert mark_pending(tmp_path, exps[1], cluster="local", submitit_job_id=str(alive.pid),
-                            submitit_folder=str(tmp_path / "none"))
+        assert mark_pending(tmp_path, exps[1], cluster="local", submitit_job_id=str(alive.pid))
         jobs = {j.run_id: j for j in refresh_job_states(tmp_path)}
         assert (jobs[exps[0].run_id].state, jobs[exps[0].run_id].scheduler_state) == \
             ("failed", "FAILED")
@@ -179,6 +193,132 @@ def test_local_jobs_whose_process_is_gone_are_recorded(tmp_path: Path) -> None:
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_planted_result_pickle_is_never_unpickled(tmp_path: Path) -> None:
+    """A results folder from a pull request: unpickling its result file would run code."""
+    exp = experiments()[0]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "submitit" / "local" / str(dead.pid)
+    folder.mkdir(parents=True)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+    for name in (f"{dead.pid}_0_result.pkl", f"{dead.pid}_submitted.pkl"):
+        (folder / name).write_bytes(pickle.dumps(Exploit()))
+    assert mark_pending(tmp_path, exp, cluster="local", submitit_job_id=str(dead.pid),
+                        submitit_folder=str(folder))
+    jobs = refresh_job_states(tmp_path)
+    load_results(tmp_path)
+    assert not marker.exists()
+    assert (jobs[0].state, jobs[0].scheduler_state) == ("cancelled", "CANCELLED")  # no result
+    (folder / f"{dead.pid}_0_log.out").write_text(
+        "submitit INFO (x) - Job completed successfully\n")  # what the task itself wrote
+    jobs = refresh_job_states(tmp_path, run_ids=[exp.run_id])
+    assert (jobs[0].state, jobs[0].scheduler_state) == ("cancelled", "")  # recorded: not asked
+    assert mark_pending(tmp_path, exp, cluster="local", submitit_job_id=str(dead.pid))
+    jobs = refresh_job_states(tmp_path)
+    assert (jobs[0].state, jobs[0].scheduler_state) == ("failed", "COMPLETED")
+    assert jobs[0].reason == f"job {dead.pid} ended without finishing the run"
+    assert not marker.exists()
+    pickle.loads((folder / f"{dead.pid}_0_result.pkl").read_bytes())
+    assert marker.exists()  # the planted file was live: unpickling it does run its code
+
+
+def write_status_fields(results: Path, exp, **fields) -> None:
+    run_dir = rd.run_dir_for(results, exp.run_id)
+    status = rd.read_json(run_dir / rd.STATUS)
+    rd.atomic_write_json(run_dir / rd.STATUS, {**status, **fields})
+
+
+def test_paths_a_record_names_are_never_followed(tmp_path: Path) -> None:
+    """stdout / stderr / submitit_folder in status.json are data: logs come from the layout."""
+    exps = experiments()[:4]
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("RuntimeError: the secret line\n")
+    results = tmp_path / "results"
+    for i, exp in enumerate(exps):
+        submit_fake(results, exp, f"80_{i}")
+        write_status_fields(results, exp, stderr=str(secret), stdout="/etc/passwd",
+                            submitit_folder="/etc")
+    fifo = results / "submitit" / "slurm" / "80_1" / "80_1_0_log.err"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    link = results / "submitit" / "slurm" / "80_2" / "80_2_0_log.err"
+    link.symlink_to(secret)
+    (results / "submitit" / "slurm" / "80_3").rmdir()
+    (results / "submitit" / "slurm" / "80_3").symlink_to(secret.parent, target_is_directory=True)
+    (secret.parent / "80_3_0_log.err").write_text("RuntimeError: through a folder link\n")
+    jobs = refresh_job_states(results, query=lambda ids: {i: "FAILED" for i in ids})
+    assert [j.state for j in jobs] == ["failed"] * 4
+    assert all(j.error_line is None and "secret" not in (j.reason or "") for j in jobs)
+    assert "folder link" not in jobs[3].reason
+    assert jobs[1].stderr == str(fifo) and jobs[0].stdout.endswith("80_0/80_0_0_log.out")
+    assert last_error_line(fifo) is None and last_error_line(link) is None
+
+
+class FakeCommands:
+    """squeue / sacct as subprocess results (rc, stdout, stderr); None: the command hangs."""
+
+    def __init__(self, monkeypatch, squeue, sacct) -> None:
+        self.answers = {"squeue": squeue, "sacct": sacct}
+        self.calls: list[str] = []
+        monkeypatch.setattr(slurm_query.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+        monkeypatch.setattr(slurm_query, "_run", self.run)
+
+    def run(self, command, timeout_s):
+        self.calls.append(command[0])
+        answer = self.answers[command[0]]
+        return None if answer is None else subprocess.CompletedProcess(command, *answer)
+
+
+SACCT_OUT = "JobID|State|NodeList\n90_0|COMPLETED|vm\n90_1|CANCELLED by 0|vm\n"
+UNREACHABLE_ERR = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+
+
+@pytest.mark.parametrize("squeue, sacct, expected", [
+    ((0, "90_2|PENDING\n90_3|RUNNING\n", ""), (0, SACCT_OUT, ""),
+     {"90_0": "COMPLETED", "90_1": "CANCELLED by 0", "90_2": "PENDING", "90_3": "RUNNING"}),
+    # sacct fails: squeue's answer stands (a queued job is never taken for a gone one)
+    ((0, "90_2|PENDING\n90_3|RUNNING\n", ""), (1, "", "sacct: error: slurmdbd down"),
+     {"90_2": "PENDING", "90_3": "RUNNING"}),
+    ((0, "90_2|PENDING\n", ""), None, {"90_2": "PENDING"}),  # sacct hangs (time-out)
+    # squeue fails: sacct's ended jobs stand, the rest cannot be vouched for
+    ((1, "", UNREACHABLE_ERR), (0, SACCT_OUT, ""),
+     {"90_0": "COMPLETED", "90_1": "CANCELLED by 0", "90_2": UNREACHABLE, "90_3": UNREACHABLE}),
+    ((1, "", "slurm_load_jobs error: Invalid job id specified"), (1, "", "down"), {}),
+    ((1, "", UNREACHABLE_ERR), (1, "", "sacct: error: slurmdbd down"), None),
+])
+def test_query_falls_back_to_whichever_scheduler_command_answers(monkeypatch, squeue, sacct,
+                                                                 expected) -> None:
+    fake = FakeCommands(monkeypatch, squeue, sacct)
+    assert query_slurm_states(["90_0", "90_1", "90_2", "90_3"]) == expected
+    assert fake.calls == ["squeue", "sacct"]
+
+
+@pytest.mark.parametrize("squeue", [(1, "", UNREACHABLE_ERR), None])
+def test_a_failing_sacct_never_submits_a_queued_run_twice(tmp_path: Path, monkeypatch,
+                                                          squeue) -> None:
+    exps = experiments()[:3]
+    submit_fake(tmp_path, exps[0], "91_0")
+    submit_fake(tmp_path, exps[1], "91_1")
+    set_running(tmp_path, exps[1], slurm_job_id="91_1")
+    FakeCommands(monkeypatch, squeue, (1, "", "sacct: error: slurmdbd down"))
+    for record in (False, True):  # --dry-run, then a real plan
+        plan = plan_submission(tmp_path, exps, ClusterSettings(), record=record)
+        assert [t.action for t in plan.tasks] == ["queued?", "queued?", "submit"]
+        assert plan.tasks[0].detail.startswith("job 91_0: scheduler unreachable")
+        assert plan.to_submit == [exps[2]]
+    assert [state_of(tmp_path, e)["state"] for e in exps[:2]] == ["pending", "running"]
+
+    FakeCommands(monkeypatch, (0, "91_1|RUNNING\n", ""), (1, "", "sacct: error: down"))
+    plan = plan_submission(tmp_path, exps, ClusterSettings(), record=False)
+    assert [t.action for t in plan.tasks] == ["submit", "queued", "submit"]  # 91_0 left the queue
 
 
 def test_a_run_failing_because_its_job_was_cancelled_or_requeued(tmp_path: Path) -> None:
