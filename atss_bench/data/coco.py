@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
@@ -24,20 +23,37 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert, clip_boxes_to_image, remove_small_boxes
 
 from ..errors import DataError
+from .roots import DATA_ROOT_ENV, resolve_data_root
 from .transforms import DetectionTransform
 
-DATA_ROOT_ENV = "ATSS_BENCH_DATA"
+__all__ = ["BadImageError", "CocoDetection", "coco_split_paths", "collate_detection",
+           "load_coco", "resolve_data_root"]
 LAYOUT_HINT = ("expected the COCO layout <root>/annotations/instances_<split>.json and "
                "<root>/<split>/*.jpg; set --data-root or " + DATA_ROOT_ENV)
 Target = dict[str, Any]
 
 
-def resolve_data_root(explicit: str | Path | None) -> Path | None:
-    """The dataset root: ``explicit`` if given, else ``$ATSS_BENCH_DATA`` if set, else None."""
-    if explicit:
-        return Path(explicit).expanduser()
-    from_env = os.environ.get(DATA_ROOT_ENV)
-    return Path(from_env).expanduser() if from_env else None
+class BadImageError(DataError):
+    """An image file that cannot be decoded; the message names the file.
+
+    A DataLoader worker's exception reaches the main process rebuilt by torch as
+    ``type(exc)("Caught BadImageError in DataLoader worker process 0.\nOriginal Traceback ...")``,
+    whose first line (the run's one-line failure reason) would not name the file. Built from such
+    a text, this class takes back its original message from the traceback's last line.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(_original_message(message, type(self)), hint)
+
+
+def _original_message(text: str, cls: type) -> str:
+    if not text.startswith(f"Caught {cls.__name__} "):
+        return text
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    start = text.rfind(marker)
+    if start < 0:
+        return text
+    return text[start + len(marker):].split("\n", 1)[0]
 
 
 def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -119,6 +135,9 @@ class CocoDetection(Dataset):
         except FileNotFoundError as error:
             raise DataError(f"image {path} listed in the annotations is missing",
                             hint=LAYOUT_HINT) from error
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise BadImageError(f"cannot decode image {path}: {detail}") from error
 
     def load_target(self, image_id: int, height: int, width: int) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:

@@ -29,9 +29,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .cache import default_cache_dir
 from .scene import compose_image
 from .shapes import SHAPES
 
+# Bump whenever the generator's output bytes change (drawing, JPEG settings, JSON layout): it is
+# part of the generated folder's name and of the dataset fingerprint (data.identity), so runs made
+# on the old images are never reused or resumed as if they were made on the new ones.
 GENERATOR_VERSION = 1
 MARKER = "mini_coco.json"
 SPLITS = ("train2017", "val2017")
@@ -212,11 +216,6 @@ def generate_mini_coco(out_dir: str | Path, *, seed: int = 0, num_train: int = 6
     return out_dir
 
 
-def default_cache_dir() -> Path:
-    """``$ATSS_BENCH_CACHE`` if set, else ``~/.cache/atss-bench``."""
-    return Path(os.environ.get("ATSS_BENCH_CACHE", "~/.cache/atss-bench")).expanduser()
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+") as handle:
@@ -227,6 +226,13 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def mini_coco_dir(cache_dir: str | Path | None = None, **params: Any) -> Path:
+    """Where :func:`ensure_mini_coco` keeps the dataset for ``params`` (nothing is generated)."""
+    spec = MiniCocoSpec.from_params(**params)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return cache / f"mini-coco-{spec.digest()}"
+
+
 def ensure_mini_coco(cache_dir: str | Path | None = None, **params: Any) -> Path:
     """The cached mini-COCO for ``params`` (MiniCocoSpec fields), generated on first use.
 
@@ -235,10 +241,10 @@ def ensure_mini_coco(cache_dir: str | Path | None = None, **params: Any) -> Path
     correct even where locks are not honoured (the loser uses the winner's copy).
     """
     spec = MiniCocoSpec.from_params(**params)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root = cache / f"mini-coco-{spec.digest()}"
+    root = mini_coco_dir(cache_dir, **params)
     if read_marker(root) == spec.to_json():
         return root.absolute()
+    cache = root.parent
     cache.mkdir(parents=True, exist_ok=True)
     with _file_lock(cache / f"mini-coco-{spec.digest()}.lock"):
         return generate_mini_coco(root, overwrite=True, **dataclasses.asdict(spec))

@@ -1,24 +1,24 @@
 """Datasets and loaders for a run: where the data lives, the resumable train stream, val sets.
 
-Dataset root, first match wins:
-- ``data.kind == "mini"``: the synthetic mini-COCO for ``data.mini``, generated once and cached
-  under ``$ATSS_BENCH_CACHE`` (default ``~/.cache/atss-bench``); rank 0 generates, the other
-  processes wait at a barrier and then find it cached. ``data.root`` is not used for mini.
-- ``data.kind == "coco"``: the ``data_root`` argument, ``data.root``, ``$ATSS_BENCH_DATA``;
-  none of them: ``DataError`` with a hint.
+Dataset root: the rule of ``data.roots.resolve_dataset_root`` (shared with dataset identity).
+For ``data.kind == "mini"`` the synthetic mini-COCO is generated there on first use: rank 0
+generates, the other processes wait at a barrier and then find it cached.
 """
 from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from atss_bench.config import DataConfig
-from atss_bench.data import CocoDetection, collate_detection, ensure_mini_coco, resolve_data_root
-from atss_bench.engine.distributed import DistInfo, barrier
+from atss_bench.data import (CocoDetection, collate_detection, ensure_mini_coco,
+                             resolve_dataset_root)
+from atss_bench.data.identity import DatasetIdentity, dataset_identity
+from atss_bench.data.preflight import preflight_dataset
+from atss_bench.engine.distributed import DistInfo, barrier, broadcast_from_main
 from atss_bench.engine.sampler import ResumableBatchSampler, SeededDataset, shard_indices
 from atss_bench.engine.train import Batch
 from atss_bench.errors import DataError
@@ -36,14 +36,7 @@ def prepare_dataset_root(data: DataConfig, data_root: str | None, dist_info: Dis
         if not dist_info.is_main:
             root = ensure_mini_coco(None, **params)
         return Path(root)
-    root = resolve_data_root(data_root or data.root)
-    if root is None:
-        raise DataError(
-            "no COCO dataset root given",
-            hint="pass --data-root, set data.root in the recipe or export ATSS_BENCH_DATA=/path/to/coco "
-                 "(the folder holding annotations/, train2017/, val2017/); or use --profile mini",
-        )
-    return root
+    return resolve_dataset_root(data, data_root)
 
 
 def build_train_dataset(root: Path, data: DataConfig) -> CocoDetection:
@@ -107,3 +100,28 @@ def build_val_loader(dataset: CocoDetection, num_images: int, data: DataConfig,
     batch = max(1, EVAL_IMAGES_PER_BATCH // dist_info.world_size)
     return DataLoader(Subset(dataset, shard), batch_size=batch, shuffle=False,
                       collate_fn=collate_detection, num_workers=data.num_workers)
+
+
+def identify_dataset(root: Path, data: DataConfig, train_set: CocoDetection,
+                     dist_info: DistInfo) -> DatasetIdentity:
+    """The dataset's identity, after the pre-training data check (``data.preflight``).
+
+    Rank 0 fingerprints and checks (both cached); every process gets its identity, or raises the
+    same DataError, so a bad file stops all of them before the model is built.
+    """
+    outcome: dict[str, Any] | None = None
+    if dist_info.is_main:
+        try:
+            identity = dataset_identity(data, root)
+            preflight_dataset(root, [data.train_split, data.val_split], identity.fingerprint,
+                              loaded={data.train_split: train_set.coco.dataset})
+            outcome = {"identity": identity.to_json()}
+        except DataError as exc:
+            outcome = {"error": [exc.message, exc.hint]}
+    outcome = broadcast_from_main(outcome, dist_info)
+    assert outcome is not None
+    if "error" in outcome:
+        raise DataError(*outcome["error"])
+    identity = DatasetIdentity.from_json(outcome["identity"])
+    assert identity is not None
+    return identity

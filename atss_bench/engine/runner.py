@@ -3,6 +3,11 @@
     run_dir/log.jsonl        one line per logged iteration, then an {"eval": ...} line
     run_dir/checkpoints/     ckpt_<iter>.pt, the last two (see engine.checkpoint)
 
+Before the model is built the dataset is fingerprinted and checked (``loaders.identify_dataset``):
+bad data fails here, naming the split or the file. A checkpoint records its config hash and its
+dataset fingerprint; resuming refuses a checkpoint of another config or another dataset (one
+from before fingerprints is accepted for mini only, whose generator spec is in the config).
+
 Called once per process (torchrun, srun, submitit or plain Python); the process group comes from
 ``engine.distributed.init_distributed``. Started again on the same ``run_dir`` it resumes from the
 last good checkpoint and, on CPU, ends with exactly the weights of an uninterrupted run.
@@ -27,8 +32,9 @@ from atss_bench.engine.checkpoint import (capture_rng_state, load_checkpoint,
 from atss_bench.engine.distributed import (DistInfo, broadcast_from_main, gather_to_main,
                                            init_distributed, shutdown_distributed)
 from atss_bench.engine.inference import evaluate_model
+from atss_bench.data.identity import DatasetIdentity
 from atss_bench.engine.loaders import (build_train_batches, build_train_dataset,
-                                       prepare_dataset_root)
+                                       identify_dataset, prepare_dataset_root)
 from atss_bench.engine.monitor import JsonlLog
 from atss_bench.engine.preemption import DeferredSignals
 from atss_bench.engine.solver import build_optimizer, build_scheduler
@@ -88,9 +94,10 @@ class _Checkpointer:
     """Collects every process's RNG state and writes the training state on rank 0."""
 
     def __init__(self, ckpt_dir: Path, model: nn.Module, parts: dict[str, Any], sampler: Any,
-                 config: ExperimentConfig, dist_info: DistInfo) -> None:
+                 config: ExperimentConfig, dist_info: DistInfo, dataset: DatasetIdentity) -> None:
         self.ckpt_dir, self.model, self.parts = ckpt_dir, model, parts
         self.sampler, self.config, self.dist_info = sampler, config, dist_info
+        self.dataset = dataset
 
     def __call__(self, iteration: int) -> None:
         rng_states = gather_to_main(capture_rng_state(), self.dist_info)
@@ -99,6 +106,7 @@ class _Checkpointer:
         state = {
             "format": CHECKPOINT_FORMAT, "iteration": iteration,
             "config_hash": config_hash(self.config), "world_size": self.dist_info.world_size,
+            "dataset_fingerprint": self.dataset.fingerprint,
             "model": self.model.state_dict(),
             **{name: part.state_dict() for name, part in self.parts.items()},
             "rng": rng_states,
@@ -108,13 +116,31 @@ class _Checkpointer:
         save_checkpoint(self.ckpt_dir, iteration, state)
 
 
+def _check_checkpoint_dataset(state: dict[str, Any], dataset: DatasetIdentity) -> None:
+    recorded = state.get("dataset_fingerprint")
+    if recorded == dataset.fingerprint or (recorded is None and dataset.kind == "mini"):
+        return
+    what = (f"dataset {recorded}" if isinstance(recorded, str)
+            else "a dataset it did not record (made before dataset fingerprints)")
+    raise TrainingError(
+        f"the checkpoint in this run directory was trained on {_one_line(what)}, "
+        f"not on this dataset {dataset.describe()}",
+        hint="--force retrains the run on this dataset, or use --results DIR for a separate store",
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
 def _resume(state: dict[str, Any], model: nn.Module, parts: dict[str, Any],
-            config: ExperimentConfig, dist_info: DistInfo) -> int:
+            config: ExperimentConfig, dist_info: DistInfo, dataset: DatasetIdentity) -> int:
     if state.get("config_hash") != config_hash(config):
         raise TrainingError(
             "the checkpoint in this run directory belongs to a different config",
             hint="use a fresh run directory (run ids are config hashes) or delete its checkpoints/",
         )
+    _check_checkpoint_dataset(state, dataset)
     model.load_state_dict(state["model"])
     for name, part in parts.items():
         part.load_state_dict(state[name])
@@ -129,6 +155,7 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
     seed_everything(config.seed)  # same on every process: identical initial weights
     root = prepare_dataset_root(config.data, data_root, dist_info)
     train_set = build_train_dataset(root, config.data)
+    dataset = identify_dataset(root, config.data, train_set, dist_info)  # bad data stops here
     model = build_detector(config.model, train_set.num_classes).to(device)
     model.size_divisibility = config.data.size_divisibility  # batch padding is a data setting
     optimizer = build_optimizer(model, train_cfg)
@@ -139,7 +166,7 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
     ckpt_dir = run_dir / "checkpoints"
     log = JsonlLog(run_dir / "log.jsonl") if dist_info.is_main else None  # rank 0 writes
     state = _find_resume_state(ckpt_dir, dist_info)
-    start_iter = _resume(state, model, parts, config, dist_info) if state else 0
+    start_iter = _resume(state, model, parts, config, dist_info, dataset) if state else 0
     del state
     if log is not None:
         log.truncate_after(start_iter)
@@ -150,7 +177,7 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
     sampler, batches = build_train_batches(
         train_set, config.data, images_per_batch=train_cfg.images_per_batch, seed=config.seed,
         start_iter=start_iter, dist_info=dist_info)
-    checkpointer = _Checkpointer(ckpt_dir, model, parts, sampler, config, dist_info)
+    checkpointer = _Checkpointer(ckpt_dir, model, parts, sampler, config, dist_info, dataset)
     with DeferredSignals(dist_info) as signals:  # a preemption checkpoints its iteration first
         trained = train_loop(
             train_model, optimizer, scheduler, scaler, batches, start_iter=start_iter,
@@ -168,7 +195,7 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
         "iterations_this_session": trained.iterations,
         "resumed_from": start_iter if start_iter > 0 else None,
         "evaluator": evaluated.evaluator, "num_val_images": evaluated.num_images,
-        "num_detections": evaluated.num_detections,
+        "num_detections": evaluated.num_detections, "dataset": dataset.to_json(),
     }
     if log is not None:
         log.write({"iter": train_cfg.max_iter, "eval": evaluated.metrics,
@@ -183,7 +210,8 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, *, data_root: str | 
     Returns ``{"metrics": {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}``
     (COCOeval stats x 100; NaN where COCOeval says -1), ``"provenance": {device, world_size,
     images_per_sec, train_seconds, eval_seconds, iterations, resumed_from, evaluator,
-    num_val_images, ...}}`` on every process. Only rank 0 writes into ``run_dir``.
+    num_val_images, dataset (``DatasetIdentity.to_json()``), ...}}`` on every process. Only
+    rank 0 writes into ``run_dir``.
     """
     run_dir = Path(run_dir)
     dist_info = init_distributed()

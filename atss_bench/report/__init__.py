@@ -47,16 +47,48 @@ def build_report(
     overrides: Mapping[str, Any] | None = None,
 ) -> Report:
     """Markdown for every recipe; sweeps also get ``plot_dir/table<N>_<profile>.png``, linked
-    relative to ``link_base`` (the Markdown file's folder) when given."""
+    relative to ``link_base`` (the Markdown file's folder) when given.
+
+    A table whose runs were made on several datasets (``dataset`` column) is drawn once per
+    dataset, each titled with it (plots ``table<N>_<profile>_<fingerprint>.png``): numbers of
+    different datasets are never averaged or compared in one table."""
     parts, plots = [], []
     for recipe in recipes:
-        summary = summarize_table(recipe, results_df, profile, seeds, overrides)
-        text = render_summary(summary)
-        if recipe.layout.sweep and plot_dir is not None:
-            name = f"table{recipe.table}_{summary.profile}.png"
-            path = plot_summary(summary, Path(plot_dir) / name)
-            plots.append(path)
-            link = os.path.relpath(path, link_base) if link_base is not None else str(path)
-            text += f"\n![Table {recipe.table}: ours vs. the paper]({link})\n"
-        parts.append(text)
+        for summary, suffix in _summaries_per_dataset(recipe, results_df, profile, seeds,
+                                                      overrides):
+            text = render_summary(summary)
+            if recipe.layout.sweep and plot_dir is not None:
+                name = f"table{recipe.table}_{summary.profile}{suffix}.png"
+                path = plot_summary(summary, Path(plot_dir) / name)
+                plots.append(path)
+                link = os.path.relpath(path, link_base) if link_base is not None else str(path)
+                text += f"\n![Table {recipe.table}: ours vs. the paper]({link})\n"
+            parts.append(text)
     return Report("\n".join(parts), plots)
+
+
+def _summaries_per_dataset(recipe: Recipe, results_df: pd.DataFrame, profile: str,
+                           seeds: int | None, overrides: Mapping[str, Any] | None
+                           ) -> list[tuple[TableSummary, str]]:
+    """One summary, or one per dataset when the table's runs span several (with a plot-name
+    suffix); runs that record no dataset form their own table then."""
+    summary = summarize_table(recipe, results_df, profile, seeds, overrides)
+    records = [r for row in summary.rows for r in (*row.done, *row.others)
+               if r.get("status") != "not run"]
+    known = {r["dataset"]: r.get("dataset_name") for r in records if r.get("dataset")}
+    if len(known) <= 1:
+        return [(summary, "")]
+    column = results_df["dataset"].astype("string")
+    out = []
+    for fingerprint in sorted(known, key=lambda f: (str(known[f]), f)):
+        part = summarize_table(recipe, results_df[(column == fingerprint).fillna(False)
+                                                  .to_numpy(bool)],
+                               profile, seeds, overrides)
+        part.dataset = f"{known[fingerprint] or '?'}, fingerprint {fingerprint}"
+        out.append((part, f"_{fingerprint[:8]}"))
+    if any(not r.get("dataset") for r in records):
+        part = summarize_table(recipe, results_df[column.isna().to_numpy(bool)], profile, seeds,
+                               overrides)
+        part.dataset = "not recorded (runs from before dataset fingerprints)"
+        out.append((part, "_unrecorded"))
+    return out

@@ -214,15 +214,21 @@ def provenance_note(summaries: list[RowSummary]) -> str:
     devices = Counter(str(r.get("device") or "unknown") for r in done)
     worlds = Counter(str(r.get("world_size") or "?") for r in done)
     seconds = sum(float(r.get("wall_time") or 0.0) for r in done)
+    datasets = Counter(f"{r.get('dataset_name') or '?'} ({r['dataset']})"
+                       for r in done if r.get("dataset"))
+    data = f" Dataset: {_count_text(datasets)}." if datasets else ""
     return (f"{head} Commit: {_count_text(commits)}. Device: {_count_text(devices)}. "
-            f"World size: {_count_text(worlds)}. Wall time: {_duration(seconds)} in total.")
+            f"World size: {_count_text(worlds)}. Wall time: {_duration(seconds)} in total.{data}")
 
 
 def render_summary(summary: TableSummary) -> str:
     recipe = summary.recipe
     draw = _grid_table if recipe.layout.kind == "grid" else _list_table
     table, legend = draw(recipe, summary.rows)
-    parts = [f"## Table {recipe.table}: {recipe.title}",
+    title = f"## Table {recipe.table}: {recipe.title}"
+    if summary.dataset is not None:
+        title += f" (dataset {summary.dataset})"
+    parts = [title,
              profile_note(summary.profile, summary.data_kind), table, legend,
              provenance_note(summary.rows)]
     return "\n\n".join(parts) + "\n"

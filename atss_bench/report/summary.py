@@ -19,7 +19,7 @@ from atss_bench.recipes import Experiment, Recipe, RecipeRow
 MAX_SEED_SCAN = 16  # seeds=None: look for seed offsets 0..15 of each row in the store
 STATE_PRIORITY = ("running", "pending", "failed", "timed-out", "cancelled", "not run")
 RECORD_FIELDS = ("run_id", "status", "reason", "iter", "max_iter", "git_commit", "git_dirty",
-                 "device", "world_size", "wall_time")
+                 "device", "world_size", "wall_time", "dataset", "dataset_name")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class TableSummary:
     profile: str  # the profile's name (``mini``), also when given as a path
     data_kind: str  # "coco" or "mini"
     rows: list[RowSummary]
+    dataset: str | None = None  # set when a table is drawn once per dataset: which one
 
 
 def seed_run_ids(recipe: Recipe, profile: str, seeds: int,
