@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/atss-bench run recipes/table2.yaml --profile mini --jobs 2
-	$(BIN)/atss-bench report --table 2 --profile mini
+	$(BIN)/atss-bench report --table 2 --profile mini --reference results/mini
 
 test: setup
 	$(PY) -m pytest -q

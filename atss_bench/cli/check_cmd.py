@@ -8,10 +8,17 @@ import typer
 from rich.table import Table
 
 from atss_bench.check import DEFAULT_BASELINE, DEFAULT_RECIPE, run_check, update_baseline
-from atss_bench.cli.app import app, console
+from atss_bench.cli.app import app, console, print_error
+from atss_bench.errors import TrainingError
 
 
-@app.command("check")
+CHECK_EXIT_CODES = (
+    "Exit codes: 0 when every row is within tolerance (or the baseline was written); 1 when a row "
+    "regressed or its run failed (--update-baseline: a baseline run failed); 2 on bad input (a "
+    "missing, malformed or stale baseline, a bad recipe or flag).")
+
+
+@app.command("check", epilog=CHECK_EXIT_CODES)
 def check_command(
     recipe: Path = typer.Option(DEFAULT_RECIPE, "--recipe", help="The CI recipe."),
     baseline: Path = typer.Option(DEFAULT_BASELINE, "--baseline", help="Baseline JSON."),
@@ -19,15 +26,23 @@ def check_command(
                                 help="Train every row with --seeds seeds and rewrite the baseline."),
     seeds: int = typer.Option(3, "--seeds", min=2, help="Seeds per row for --update-baseline."),
     profile: str = typer.Option("mini", "--profile", help="Profile for --update-baseline."),
-    results: Optional[Path] = typer.Option(None, "--results",
-                                           help="Keep the runs here (default: a temp dir)."),
+    results: Optional[Path] = typer.Option(
+        None, "--results",
+        help="Reuse the runs already done in this store (never retrained, cleared or rewritten) "
+             "and train the missing ones into it (default: a private temporary store)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                              help="Runs trained at once, each with an equal share of the cores."),
 ) -> None:
-    """Train the CI recipe and compare each row's AP with the baseline; exit 1 on a regression."""
+    """Train the CI recipe and compare each row's AP with the baseline; exit 1 on a regression,
+    2 on an error (a missing, malformed or stale baseline: its run ids no longer match the
+    recipe)."""
     if update:
-        data = update_baseline(recipe, baseline, profile=profile, seeds=seeds,
-                               results_dir=results, jobs=jobs)
+        try:
+            data = update_baseline(recipe, baseline, profile=profile, seeds=seeds,
+                                   results_dir=results, jobs=jobs)
+        except TrainingError as exc:  # a baseline run failed: a failure (1), not bad input (2)
+            print_error(exc)
+            raise typer.Exit(1) from None
         table = Table("row", "AP mean", "AP std", "seeds", title=f"baseline written: {baseline}")
         for row_id, row in data["rows"].items():
             table.add_row(row_id, f"{row['AP_mean']:.2f}", f"{row['AP_std']:.2f}",
