@@ -79,7 +79,7 @@ def test_force_retrains_from_scratch(tmp_path: Path):
     run_dir = rd.run_dir_for(tmp_path, exp.run_id)
     (run_dir / rd.CHECKPOINTS / "last.pt").write_text("old")
     run_experiment_job(tmp_path, exp, train_fn=fake_train, force=True)
-    assert CALLS == [exp.run_id, exp.run_id]
+    assert CALLS == [exp.run_id, ".retrain"]  # retrained beside the done result, then moved in
     assert not (run_dir / rd.CHECKPOINTS / "last.pt").exists()
     assert len((run_dir / rd.LOG).read_text().splitlines()) == 3  # the old log is gone too
     assert rd.read_json(run_dir / rd.STATUS)["attempt"] == 2

@@ -1,8 +1,9 @@
 """`atss-bench report`: the paper's tables with our numbers (Markdown, + PNG plots for sweeps)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -12,7 +13,11 @@ from atss_bench.errors import ConfigError
 from atss_bench.recipes import BUILTIN_RECIPES, Recipe, load_recipe
 from atss_bench.report import build_report, paper_table_recipes
 from atss_bench.report.claims import PAPER_CLAIMS, evaluate_claims, load_claims, render_claims
-from atss_bench.store import resolve_results_dir, scan_results
+from atss_bench.report.reference import build_reference_report, check_reference_dir
+from atss_bench.store import resolve_results_dir, scan_results, select_dataset
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
 
@@ -51,27 +56,73 @@ def report_command(
                                 help="The paper's claims instead: measured difference ± SE."),
     claims_file: Path = typer.Option(PAPER_CLAIMS, "--claims-file",
                                      help="Claims to check with --claims."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Only runs made on this dataset: a fingerprint (or its first "
+        "characters) or a name. Without it, a table whose runs span several datasets is drawn "
+        "once per dataset."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="A reference store (e.g. the committed results/mini): add its "
+        "mean ± std over seeds beside ours and whether ours is consistent with it (99% "
+        "prediction interval)."),
 ) -> None:
     """Markdown tables shaped like the paper's: paper value | ours (mean ± std) | delta."""
-    if claims and (recipe is not None or table is not None or all_tables or sets):
-        raise ConfigError("--claims checks the shipped tables: give no RECIPE, --table, --all "
-                          "or --set with it", hint="e.g. atss-bench report --claims --profile mini")
+    if claims and (recipe is not None or table is not None or all_tables or sets
+                   or reference is not None):
+        raise ConfigError("--claims checks the shipped tables: give no RECIPE, --table, --all, "
+                          "--set or --reference with it",
+                          hint="e.g. atss-bench report --claims --profile mini")
     recipes = None if claims else select_recipes(recipe, table, all_tables)
     results_dir = resolve_results_dir(results)
     scan = scan_results(results_dir)
     for line in scan.warnings:
         err_console.print(f"warning: {line}", highlight=False, markup=False)
+    frame = select_dataset(scan.frame, dataset)
     if recipes is None:
-        checked = evaluate_claims(load_claims(claims_file), scan.frame, profile, seeds=seeds)
+        checked = evaluate_claims(load_claims(claims_file), frame, profile, seeds=seeds)
         _write(render_claims(checked, profile), out)
         return
-    plot_dir = out.parent if out is not None else results_dir / "reports"
-    report = build_report(recipes, scan.frame, profile=profile, seeds=seeds, plot_dir=plot_dir,
+    plot_dir = out.parent if out is not None else _plot_dir(results_dir, recipes)
+    report = build_report(recipes, frame, profile=profile, seeds=seeds, plot_dir=plot_dir,
                           link_base=out.parent if out is not None else None,
                           overrides=parse_sets(sets))
-    _write(report.markdown, out)
+    markdown = report.markdown
+    if reference is not None:
+        markdown += "\n" + _reference_report(reference, recipes, frame, profile, seeds, sets,
+                                              dataset)
+    _write(markdown, out)
     for plot in report.plots:
         err_console.print(f"plot: {plot}", highlight=False, markup=False)
+
+
+def _reference_report(reference: Path, recipes: list[Recipe], frame: pd.DataFrame, profile: str,
+                      seeds: int | None, sets: list[str] | None, dataset: str | None) -> str:
+    """Ours beside the reference store's runs (``--reference``), one section per table."""
+    scan = scan_results(check_reference_dir(reference))
+    for line in scan.warnings:
+        err_console.print(f"warning: reference: {line}", highlight=False, markup=False)
+    return build_reference_report(recipes, frame, select_dataset(scan.frame, dataset),
+                                  str(reference), profile=profile, seeds=seeds,
+                                  overrides=parse_sets(sets))
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` can be written or created (its nearest existing parent decides)."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK)
+
+
+def _plot_dir(results_dir: Path, recipes: list[Recipe]) -> Path | None:
+    """RESULTS/reports, or None (no plots, with a note) when the store is read-only."""
+    folder = results_dir / "reports"
+    if _writable(folder):
+        return folder
+    if any(recipe.layout.sweep for recipe in recipes):
+        err_console.print(f"note: plots not written: {folder} is read-only (write the report "
+                          "and its plots elsewhere with --out FILE)", highlight=False,
+                          markup=False)
+    return None
 
 
 def _write(markdown: str, out: Path | None) -> None:

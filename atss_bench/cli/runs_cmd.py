@@ -14,22 +14,26 @@ from rich.table import Table
 
 from atss_bench.cli.app import app, console, err_console
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
-from atss_bench.cli.submit_cmd import print_job_states
-from atss_bench.job import PlannedRun, RunOutcome, plan_runs, resolve_train_fn, run_planned
+from atss_bench.cli.submit_cmd import print_job_states, warn_tracked_store
+from atss_bench.job import (PlannedRun, RunOutcome, plan_runs, refuse_conflicts,
+                            resolve_train_fn, run_planned)
 from atss_bench.job import rundir as rd
+from atss_bench.job.runner import RETRAIN_DIR
 from atss_bench.launch import refresh_job_states
 from atss_bench.recipes import load_recipe
 from atss_bench.report.summary import MAX_SEED_SCAN, seed_run_ids
-from atss_bench.store import EXPORT_FORMATS, export_results, resolve_results_dir, scan_results
+from atss_bench.store import (EXPORT_FORMATS, export_results, printable, resolve_results_dir,
+                              scan_results, select_dataset)
 
 RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
+DATASET_HELP = "Only runs made on this dataset: a fingerprint (or its first characters) or a name."
 STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow",
-               "not run": "dim", "busy": "cyan", "skip": "dim"}
+               "not run": "dim", "busy": "cyan", "skip": "dim", "conflict": "red"}
 
 
 def _styled(state: str) -> str:
     style = STATE_STYLE.get(state.split(" ")[0], "")
-    return f"[{style}]{state}[/]" if style else state
+    return f"[{style}]{escape(state)}[/]" if style else escape(state)
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -76,7 +80,10 @@ def _run_with_progress(results_dir: Path, plan: list[PlannedRun], train_fn: Any,
             exp = item.experiment
             bar = progress.add_task(escape(f"{exp.row_id} seed {exp.seed} [{exp.run_id}]"),
                                     total=None)
-            watcher = _LogWatcher(progress, bar, rd.run_dir_for(results_dir, exp.run_id) / rd.LOG)
+            run_dir = rd.run_dir_for(results_dir, exp.run_id)
+            if item.action == "rerun" and item.ap is not None:  # a done run retrains beside it
+                run_dir = run_dir / RETRAIN_DIR
+            watcher = _LogWatcher(progress, bar, run_dir / rd.LOG)
             active[exp.run_id] = (bar, watcher)
             watcher.start()
 
@@ -116,7 +123,27 @@ def _print_summary(plan: list[PlannedRun], outcomes: list[RunOutcome]) -> None:
     console.print(table)
 
 
-@app.command("run")
+RUN_EXIT_CODES = (
+    "Exit codes: 0 when every run asked for is done (trained now or before); 1 when a run failed "
+    "(a failed --force retrain included: the previous result is kept) or is being trained by "
+    "another process; 2 on bad input (recipe, profile, --set, flags, store) before any training.")
+
+
+def _exit_code(plan: list[PlannedRun], outcomes: list[RunOutcome], recipe: Path) -> int:
+    """1 when a run asked for failed or is busy (printed), else 0."""
+    failed = [o for o in outcomes if o.state == "failed"]
+    busy = [o.experiment for o in outcomes if o.state == "busy"]  # taken after planning
+    busy += [item.experiment for item in plan if item.action == "busy"]  # never trained here
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(plan)} runs failed[/] (see "
+                          f"`atss-bench status {escape(str(recipe))}`)")
+    if busy:
+        err_console.print(f"[yellow]{len(busy)} of {len(plan)} runs are being trained by another "
+                          "process[/] (not waited for: run again when they end)")
+    return 1 if failed or busy else 0
+
+
+@app.command("run", epilog=RUN_EXIT_CODES)
 def run_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/table2.yaml."),
     profile: str = typer.Option("full", "--profile", "-p", help="Profile name or YAML path."),
@@ -134,23 +161,21 @@ def run_command(
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
     results_dir = resolve_results_dir(results)
-    plan = plan_runs(results_dir, experiments, force=force)
+    plan = plan_runs(results_dir, experiments, force=force, data_root=data_root)
     if dry_run:
         _print_plan(plan)
         return
+    refuse_conflicts(plan)  # a stored run of another dataset: exit 2 before anything trains
     if not any(item.will_train for item in plan):
         console.print(f"nothing to train: {len(plan)} runs already done or running"
                       f" in {results_dir}")
         _print_summary(plan, [])
-        return
+        raise typer.Exit(_exit_code(plan, [], recipe))
     train_fn = resolve_train_fn(None)  # a missing engine is one line + exit 2, before any run
+    warn_tracked_store(results_dir)
     outcomes = _run_with_progress(results_dir, plan, train_fn, data_root, jobs)
     _print_summary(plan, outcomes)
-    failed = [o for o in outcomes if o.state == "failed"]
-    if failed:
-        err_console.print(f"[red]{len(failed)} of {len(outcomes)} runs failed[/] (see "
-                          f"`atss-bench status {recipe}`)")
-        raise typer.Exit(1)
+    raise typer.Exit(_exit_code(plan, outcomes, recipe))
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -197,6 +222,16 @@ def _recipe_records(frame: pd.DataFrame, recipe_path: Path, profile: str,
     return out
 
 
+def _shown(value: Any) -> str:
+    """Record text for a Rich string: markup and terminal control characters shown literally."""
+    return escape(printable(str(value), 1000))
+
+
+def _print_warning(line: str) -> None:
+    """A skipped record: one line; record text is data, shown literally, never as markup."""
+    err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+
+
 @app.command("status")
 def status_command(
     recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (default: every run)."),
@@ -205,21 +240,24 @@ def status_command(
     results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     sets: Optional[list[str]] = typer.Option(None, "--set",
                                              help="With RECIPE: the runs' overrides, key=value."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
 ) -> None:
     """What ran, what runs, what failed and why."""
     results_dir = resolve_results_dir(results)
     jobs = refresh_job_states(results_dir)  # SLURM / local job states into the store first
     scan = scan_results(results_dir)
     for line in scan.warnings:
-        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        _print_warning(line)
+    selected = select_dataset(scan.frame, dataset)
     if recipe is not None:
-        records = _recipe_records(scan.frame, recipe, profile or "full", parse_sets(sets))
+        records = _recipe_records(selected, recipe, profile or "full", parse_sets(sets))
     else:
-        frame = scan.frame if profile is None else scan.frame[scan.frame["profile"] == profile]
+        frame = selected if profile is None else selected[selected["profile"] == profile]
         records = frame.sort_values(["table", "row_id", "seed"], key=lambda c: c.astype(str)
                                     ).to_dict("records")
     if not records:
-        console.print(f"no runs in {results_dir}")
+        which = f" made on dataset {dataset!r}" if dataset is not None else ""
+        console.print(f"no runs{which} in {results_dir}", markup=False, highlight=False)
         return
     now = datetime.now(timezone.utc)
     table = Table(title=f"runs in {results_dir}")
@@ -227,18 +265,20 @@ def status_command(
         table.add_column(column, no_wrap=column in ("run_id", "state", "progress"))
     for r in records:
         ap, seed = _value(r, "AP"), _value(r, "seed")
-        table.add_row(str(_value(r, "table") or ""), str(r["row_id"]),
-                      "-" if seed is None else str(seed), r["run_id"], _styled(r["status"]),
-                      _progress_text(r), "-" if ap is None else f"{ap:.1f}", _age(r, now))
+        table.add_row(_shown(_value(r, "table") or ""), _shown(r["row_id"]),
+                      "-" if seed is None else str(seed), _shown(r["run_id"]),
+                      _styled(r["status"]), _progress_text(r),
+                      "-" if ap is None else f"{ap:.1f}", _age(r, now))
     console.print(table)
     for r in records:
         reason = _value(r, "reason") or ""
         if r["status"] in ("failed", "timed-out", "cancelled") or reason.startswith("stale"):
             run_dir = Path(r["run_dir"])
-            what = escape(f"{r['row_id']} [{r['run_id']}]: {reason or 'no reason recorded'}")
+            what = _shown(f"{r['row_id']} [{r['run_id']}]: {reason or 'no reason recorded'}")
             console.print(f"[red]{r['status']}[/] {what}", highlight=False)
-            console.print(f"  log: {run_dir / rd.LOG}  traceback: {run_dir / rd.ERROR}",
-                          highlight=False, markup=False)
+            console.print(f"  log: {printable(str(run_dir / rd.LOG), 1000)}  traceback: "
+                          f"{printable(str(run_dir / rd.ERROR), 1000)}", highlight=False,
+                          markup=False)
     shown = {r["run_id"] for r in records}
     print_job_states([job for job in jobs if job.run_id in shown])  # job ids, logs, errors
 
@@ -254,7 +294,9 @@ def export_command(
     fmt: str = typer.Option("csv", "--format", help=" | ".join(EXPORT_FORMATS)),
     out: Optional[Path] = typer.Option(None, "--out", help="File (default: RESULTS/results.FMT)."),
     results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
 ) -> None:
-    """Write every run (metrics, state, provenance) as CSV or Parquet."""
-    path = export_results(resolve_results_dir(results), fmt, out)
-    console.print(f"wrote {path}", highlight=False)
+    """Write every run (metrics, state, provenance, dataset) as CSV or Parquet."""
+    path = export_results(resolve_results_dir(results), fmt, out, dataset=dataset,
+                          warn=_print_warning)
+    console.print(f"wrote {path}", highlight=False, markup=False)

@@ -14,6 +14,7 @@ from atss_bench.cli.app import app, console, err_console
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
 from atss_bench.job import failure_reason
 from atss_bench.job import rundir as rd
+from atss_bench.job.provenance import tracked_store_warning
 from atss_bench.launch import (
     JobState,
     Submission,
@@ -24,10 +25,10 @@ from atss_bench.launch import (
     submit_plan,
     watch_runs,
 )
-from atss_bench.launch.executors import executor_parameters
+from atss_bench.launch.executors import executor_parameters, job_folder
 from atss_bench.launch.settings import FIELDS
 from atss_bench.recipes import load_recipe
-from atss_bench.store import resolve_results_dir
+from atss_bench.store import printable, resolve_results_dir
 
 RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
 DEFAULTS_HELP = "the cluster table of ~/.config/atss-bench/config.toml or $ATSS_BENCH_CONFIG"
@@ -37,7 +38,12 @@ STATE_STYLE = {"done": "green", "failed": "red", "cancelled": "red", "timed-out"
 
 def _styled(state: str) -> str:
     style = STATE_STYLE.get(state, "")
-    return f"[{style}]{state}[/]" if style else state
+    return f"[{style}]{state}[/]" if style else escape(state)
+
+
+def _shown(value: Any) -> str:
+    """Record text for a Rich string: markup and terminal control characters shown literally."""
+    return escape(printable(str(value), 1000))
 
 
 def _print(text: str) -> None:
@@ -59,11 +65,10 @@ def _print_dry_run(plan: SubmissionPlan, sources: dict[str, str]) -> None:
         console.print(f"  {name} = {value!r}  ({where})", highlight=False, markup=False)
     if settings.cluster == "slurm":
         shape = f"job array of {len(todo)} tasks" if len(todo) > 1 else "one job"
-        _print(f"sbatch parameters ({shape}):")
-        for line in plan.sbatch_lines():
-            console.print(f"  {line}", highlight=False, markup=False)
-        for line in settings.setup:
-            console.print(f"  {line}  # setup", highlight=False, markup=False)
+        _print(f"sbatch script ({shape}), exactly as it would be submitted:")
+        console.print(plan.sbatch_script().rstrip("\n"), highlight=False, markup=False,
+                      soft_wrap=True)
+        _print("(end of sbatch script)")
     else:
         params = executor_parameters(settings, plan.name)
         _print(f"{settings.cluster} executor parameters: {escape(repr(params))}")
@@ -127,9 +132,9 @@ def job_table(results_dir: Path, jobs: Sequence[JobState], title: str = "jobs") 
     for column in ("job", "row", "seed", "run_id", "state", "scheduler", "progress", "result"):
         table.add_column(column, no_wrap=column in ("job", "run_id", "state"))
     for job in jobs:
-        table.add_row(job.job_id, escape(str(job.row_id)), str(job.seed), job.run_id,
-                      _styled(job.state), escape(job.scheduler_state or "-"),
-                      _progress(results_dir, job.run_id), escape(_result_text(results_dir, job)))
+        table.add_row(job.job_id, _shown(job.row_id), str(job.seed), _shown(job.run_id),
+                      _styled(job.state), _shown(job.scheduler_state or "-"),
+                      _progress(results_dir, job.run_id), _shown(_result_text(results_dir, job)))
     return table
 
 
@@ -138,14 +143,17 @@ def print_job_states(jobs: Sequence[JobState]) -> None:
     unfinished = [job for job in jobs if job.state != rd.DONE]
     if unfinished:
         _print("[bold]jobs[/] (submitted runs not done):")
-    for job in unfinished:
+    for job in unfinished:  # record text is data: escaped, shown literally
         scheduler = f" ({job.scheduler_state})" if job.scheduler_state else ""
-        console.print(f"{_styled(job.state)} {escape(f'{job.row_id} [{job.run_id}]')}: "
-                      f"{job.cluster} job {job.job_id}{escape(scheduler)}", highlight=False)
+        if job.unreachable:
+            scheduler = " (scheduler unreachable: squeue and sacct failed; may still be queued)"
+        console.print(f"{_styled(job.state)} {_shown(f'{job.row_id} [{job.run_id}]')}: "
+                      f"{_shown(f'{job.cluster} job {job.job_id}{scheduler}')}", highlight=False)
         if job.state not in (rd.PENDING, rd.RUNNING) and job.error_line:
-            console.print(f"  error: {job.error_line}", highlight=False, markup=False)
-        console.print(f"  stdout: {job.stdout}  stderr: {job.stderr}", highlight=False,
-                      markup=False)
+            console.print(f"  error: {printable(job.error_line)}", highlight=False, markup=False)
+        if job.stdout or job.stderr:  # from the store layout, never the paths a record names
+            console.print(f"  stdout: {job.stdout}  stderr: {job.stderr}", highlight=False,
+                          markup=False)
 
 
 def _wait(results_dir: Path, run_ids: Sequence[str], poll_s: float,
@@ -160,17 +168,41 @@ def _wait(results_dir: Path, run_ids: Sequence[str], poll_s: float,
     return states
 
 
-def _finish(states: Sequence[JobState]) -> None:
+def _finish(results_dir: Path, run_ids: Sequence[str], states: Sequence[JobState]) -> None:
+    """Exit 1 unless every waited-for run is done (a run without a job record, e.g. trained by
+    `atss-bench run` elsewhere, is judged by its status.json)."""
     bad = [s for s in states if s.state != rd.DONE]
-    if bad:
-        for s in bad:
-            err_console.print(f"[red]{s.state}[/] {escape(f'{s.row_id} [{s.run_id}]')} job "
-                              f"{s.job_id}: {escape(s.reason or s.error_line or '')}",
+    for s in bad:
+        err_console.print(f"[red]{s.state}[/] {escape(f'{s.row_id} [{s.run_id}]')} job "
+                          f"{s.job_id}: {escape(s.reason or s.error_line or '')}",
+                          highlight=False)
+    seen = {s.run_id for s in states}
+    unrecorded = 0
+    for run_id in (r for r in run_ids if r not in seen):
+        status = rd.read_json(rd.run_dir_for(results_dir, run_id) / rd.STATUS) or {}
+        if status.get("state") != rd.DONE:
+            unrecorded += 1
+            state, reason = str(status.get("state") or "not run"), str(status.get("reason") or "")
+            err_console.print(f"[red]{escape(state)}[/] {escape(run_id)}: {escape(reason)}",
                               highlight=False)
+    if bad or unrecorded:
         raise typer.Exit(1)
 
 
-@app.command("submit")
+def warn_tracked_store(results_dir: Path) -> None:
+    """One yellow line when these records will not be rebuildable from a commit alone."""
+    line = tracked_store_warning(results_dir)
+    if line:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+
+
+SUBMIT_EXIT_CODES = (
+    "Exit codes: 0 when the runs were submitted (with --wait: when every run asked for is done); "
+    "1 when a run failed, was cancelled or timed out (--wait and --cluster debug follow the "
+    "runs); 2 on bad input (recipe, flags, settings) or a failed submission.")
+
+
+@app.command("submit", epilog=SUBMIT_EXIT_CODES)
 def submit_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/table2.yaml."),
     cluster: Optional[str] = typer.Option(
@@ -195,8 +227,8 @@ def submit_command(
     array_parallelism: Optional[int] = typer.Option(
         None, "--array-parallelism", min=1,
         help="Runs at a time (slurm: array %N; local: background processes, default 1)."),
-    dry_run: bool = typer.Option(False, "--dry-run",
-                                 help="Print the sbatch parameters and the tasks; submit nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the whole sbatch script and the tasks; submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="Block with a live table until all finish."),
     poll: float = typer.Option(5.0, "--poll", min=0.1, help="Seconds between --wait updates."),
 ) -> None:
@@ -211,6 +243,7 @@ def submit_command(
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
     results_dir = resolve_results_dir(results).absolute()
+    job_folder(results_dir, settings)  # a folder no job script can name fails before any write
     plan = plan_submission(results_dir, experiments, settings, data_root=data_root,
                            record=not dry_run)
     if dry_run:
@@ -219,10 +252,11 @@ def submit_command(
     if not plan.to_submit:
         _print(f"nothing to submit: {len(plan.tasks)} runs are done, busy or already queued")
         _print_skipped(plan)
-        queued = [t.experiment.run_id for t in plan.tasks if t.action == "queued"]
-        if wait and queued:  # follow the jobs of an earlier submission
-            _finish(_wait(results_dir, queued, poll))
+        followed = [t.experiment.run_id for t in plan.tasks if t.action in ("queued", "busy")]
+        if wait and followed:  # follow earlier submissions' jobs and runs trained elsewhere
+            _finish(results_dir, followed, _wait(results_dir, followed, poll))
         return
+    warn_tracked_store(results_dir)
     submission = submit_plan(plan)
     _print_submission(submission)
     if settings.cluster == "debug":
@@ -235,8 +269,9 @@ def submit_command(
         _print(f"follow with: {escape(follow)}")
         return
     local_jobs = submission.jobs if settings.cluster == "local" else ()
-    _finish(_wait(results_dir, [run.experiment.run_id for run in submission.runs], poll,
-                  local_jobs))
+    followed = [run.experiment.run_id for run in submission.runs]
+    followed += [t.experiment.run_id for t in plan.tasks if t.action in ("queued", "busy")]
+    _finish(results_dir, followed, _wait(results_dir, followed, poll, local_jobs))
 
 
 def _run_debug(submission: Submission) -> None:

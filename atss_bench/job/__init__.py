@@ -9,8 +9,10 @@ from atss_bench.job.batch import (
     cpu_threads_per_job,
     dedupe,
     plan_runs,
+    refuse_conflicts,
     run_planned,
 )
+from atss_bench.job.dataset import DatasetMismatchError
 from atss_bench.job.runner import (
     RunBusyError,
     RunJob,
@@ -23,7 +25,7 @@ from atss_bench.job.runner import (
 )
 
 __all__ = [
-    "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn", "cpu_threads_per_job",
-    "dedupe", "default_train_fn", "failure_reason", "mark_pending", "plan_runs",
-    "resolve_train_fn", "run_experiment_job", "run_planned",
+    "DatasetMismatchError", "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn",
+    "cpu_threads_per_job", "dedupe", "default_train_fn", "failure_reason", "mark_pending",
+    "plan_runs", "refuse_conflicts", "resolve_train_fn", "run_experiment_job", "run_planned",
 ]

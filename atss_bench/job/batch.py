@@ -2,24 +2,37 @@
 or ``jobs`` at a time in worker processes.
 
 Identical experiments (the same run_id, e.g. Table 2's iou_box and Table 3's retinanet, or a row
-listed twice) run once. A failing run is recorded and the next one still runs.
+listed twice) run once. A failing run is recorded and the next one still runs; under ``jobs``
+> 1 a worker process that dies (SIGKILL, out of memory) fails its own run only.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import signal
+import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing import connection
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
+from atss_bench.errors import StoreError
 from atss_bench.job import rundir as rd
+from atss_bench.job.dataset import (WAY_OUT, DatasetMismatchError, IdentityMemo, has_checkpoints,
+                                    mismatch, recorded_dataset)
 from atss_bench.job.runner import RunBusyError, TrainFn, failure_reason, run_experiment_job
 from atss_bench.recipes import Experiment
 
-Action = Literal["run", "resume", "rerun", "skip", "busy"]
+# conflict: the stored run was made on another dataset (job.dataset); run/submit refuse it
+Action = Literal["run", "resume", "rerun", "skip", "busy", "conflict"]
+STOP_GRACE_S = 5.0  # Ctrl-C: time for workers to record their runs after the terminal's SIGINT
+TERM_GRACE_S = 60.0  # then SIGTERM: time to checkpoint the iteration and record the run
+EXIT_WAIT_S = 60.0  # a worker that sent its outcome has this long to exit
 
 
 @dataclass
@@ -55,15 +68,23 @@ def dedupe(experiments: Iterable[Experiment]) -> list[Experiment]:
 
 
 def plan_runs(results_dir: str | Path, experiments: Iterable[Experiment],
-              force: bool = False) -> list[PlannedRun]:
-    """What ``run`` would do with each distinct experiment (reads the store, writes nothing)."""
+              force: bool = False, data_root: str | None = None) -> list[PlannedRun]:
+    """What ``run`` would do with each distinct experiment (reads the store, writes nothing).
+
+    A stored run (done, or with checkpoints) of another dataset than the one ``data_root`` (or
+    the config, or $ATSS_BENCH_DATA) gives is a ``conflict`` unless ``force``: its detail is
+    the refusal's one line. A dataset not reachable from here is not checked (the job checks).
+    """
     plan = []
+    identities = IdentityMemo(data_root)
     for exp in dedupe(experiments):
         run_dir = rd.run_dir_for(results_dir, exp.run_id)
         stored = rd.read_done_metrics(run_dir)
         status = rd.read_json(run_dir / rd.STATUS) or {}
         if rd.lock_is_held(run_dir):
             plan.append(PlannedRun(exp, "busy", "running in another process"))
+        elif not force and (conflict := _dataset_conflict(run_dir, exp, stored, identities)):
+            plan.append(PlannedRun(exp, "conflict", conflict.message))
         elif stored is not None:
             ap = stored["metrics"]["AP"]
             plan.append(PlannedRun(exp, "rerun" if force else "skip", f"done, AP {ap:.1f}", ap))
@@ -74,6 +95,24 @@ def plan_runs(results_dir: str | Path, experiments: Iterable[Experiment],
         else:
             plan.append(PlannedRun(exp, "run"))
     return plan
+
+
+def _dataset_conflict(run_dir: Path, exp: Experiment, stored: dict[str, Any] | None,
+                      identities: IdentityMemo) -> DatasetMismatchError | None:
+    if stored is None and not has_checkpoints(run_dir):
+        return None  # nothing stored to reuse or resume
+    current = identities.get(exp.config.data)
+    if current is None:
+        return None
+    return mismatch(exp, recorded_dataset(run_dir, stored), current)
+
+
+def refuse_conflicts(plan: Iterable[PlannedRun]) -> None:
+    """Raise the first ``conflict``'s DatasetMismatchError (before anything is trained)."""
+    conflicts = [item for item in plan if item.action == "conflict"]
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
+        raise DatasetMismatchError(conflicts[0].detail + more, hint=WAY_OUT)
 
 
 def run_planned(
@@ -128,52 +167,154 @@ def cpu_threads_per_job(jobs: int) -> int:
     return max(1, (cores or 1) // jobs)
 
 
-def _init_worker(threads: int) -> None:
+class Terminated(KeyboardInterrupt):
+    """Raised in a worker by SIGTERM (the batch is being stopped): the run records it as failed."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name} (the batch was interrupted)")
+
+
+def _worker_main(conn: Connection, threads: int, results_dir: str, item: PlannedRun,
+                 train_fn: TrainFn | str | None, data_root: str | None) -> None:
+    """One run in its own spawned process; its outcome goes back through ``conn``."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read by torch and the engine
+    signal.signal(signal.SIGTERM, _raise_terminated)  # the engine defers it to an iteration end
+    try:
+        outcome = _train_one(results_dir, item, train_fn, data_root)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run recorded it; the parent is stopping
+        sys.exit(130)
+    conn.send(outcome)
+    conn.close()
+
+
+@dataclass
+class _Worker:
+    item: PlannedRun
+    process: BaseProcess
+    conn: Connection
+    started: float
+
+
+def _start_worker(context: BaseContext, threads: int, results_dir: str, item: PlannedRun,
+                  train_fn: TrainFn | str | None, data_root: str | None) -> _Worker | RunOutcome:
+    """A spawned process training ``item``, or a failed outcome when it cannot start (e.g. a
+    train_fn that cannot be pickled)."""
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_worker_main, name=f"atss-run-{item.experiment.run_id}",
+                              args=(writer, threads, results_dir, item, train_fn, data_root))
+    try:
+        process.start()
+    except Exception as exc:  # noqa: BLE001  (pickling, fork limits: this run fails, not all)
+        reader.close()
+        return RunOutcome(item.experiment, "failed", reason=failure_reason(exc))
+    finally:
+        writer.close()  # the child's copy is the only one left: its death reads as EOF here
+    return _Worker(item, process, reader, time.monotonic())
 
 
 def _run_parallel(results_dir: str, todo: list[PlannedRun], train_fn: TrainFn | str | None,
                   data_root: str | None, on_start: Callable[[PlannedRun], Any] | None,
                   on_finish: Callable[[RunOutcome], Any] | None, jobs: int) -> list[RunOutcome]:
-    """At most ``jobs`` runs in flight; the next starts when one ends (plan order kept)."""
-    pending = list(todo)
+    """At most ``jobs`` runs in flight, one spawned process each (no forked torch or thread
+    state); the next starts when one ends. A process that dies (killed, out of memory) fails
+    its own run only. Ctrl-C stops the workers (``_stop_workers``) and re-raises."""
+    context = multiprocessing.get_context("spawn")
+    threads = cpu_threads_per_job(jobs)
+    pending, running = list(todo), []
     outcomes: dict[str, RunOutcome] = {}
-    context = multiprocessing.get_context("spawn")  # no forked torch / thread state
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(cpu_threads_per_job(jobs),)) as pool:
-        running: dict[Future[RunOutcome], PlannedRun] = {}
-        try:
-            while pending or running:
-                while pending and len(running) < jobs:
-                    item = pending.pop(0)
-                    if on_start:
-                        on_start(item)
-                    future: Future[RunOutcome] = Future()
-                    try:
-                        future = pool.submit(_train_one, results_dir, item, train_fn, data_root)
-                    except BrokenProcessPool as exc:  # an earlier worker died
-                        future.set_exception(exc)
-                    running[future] = item
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    item = running.pop(future)
-                    outcome = _collect(future, item)
-                    outcomes[item.experiment.run_id] = outcome
-                    if on_finish:
-                        on_finish(outcome)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # running ones record their state
-            raise
+
+    def finish(outcome: RunOutcome) -> None:
+        outcomes[outcome.experiment.run_id] = outcome
+        if on_finish:
+            on_finish(outcome)
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                item = pending.pop(0)
+                if on_start:
+                    on_start(item)
+                worker = _start_worker(context, threads, results_dir, item, train_fn, data_root)
+                if isinstance(worker, RunOutcome):
+                    finish(worker)
+                else:
+                    running.append(worker)
+            if not running:
+                continue
+            ready = set(connection.wait([w.conn for w in running]
+                                        + [w.process.sentinel for w in running]))
+            for worker in [w for w in running if w.conn in ready or w.process.sentinel in ready]:
+                running.remove(worker)
+                finish(_collect(worker, results_dir))
+    except BaseException:
+        _stop_workers(running)
+        raise
     ids = [item.experiment.run_id for item in todo]
     return [outcomes[run_id] for run_id in ids if run_id in outcomes]
 
 
-def _collect(future: Future[RunOutcome], item: PlannedRun) -> RunOutcome:
-    """The worker's outcome; a worker that died (killed, out of memory) fails its run."""
+def _collect(worker: _Worker, results_dir: str) -> RunOutcome:
+    """The worker's outcome; a worker that died before sending one fails its run."""
+    outcome = None
     try:
-        return future.result()
-    except BrokenProcessPool:
-        return RunOutcome(item.experiment, "failed",
-                          reason="its worker process died (killed or out of memory)")
-    except Exception as exc:  # noqa: BLE001  (e.g. a train_fn that cannot be pickled)
-        return RunOutcome(item.experiment, "failed", reason=failure_reason(exc))
+        if worker.conn.poll():
+            outcome = worker.conn.recv()
+    except (EOFError, OSError, pickle.UnpicklingError):
+        outcome = None  # it died before (or while) sending
+    finally:
+        worker.conn.close()
+    worker.process.join(EXIT_WAIT_S)
+    if worker.process.is_alive():  # sent its outcome but hangs on the way out
+        worker.process.kill()
+        worker.process.join()
+    if isinstance(outcome, RunOutcome):
+        return outcome
+    code = worker.process.exitcode
+    reason = (f"its worker process died (signal {-code})" if code is not None and code < 0
+              else f"its worker process exited with code {code} before reporting a result")
+    _record_lost_run(results_dir, worker, reason)
+    return RunOutcome(worker.item.experiment, "failed", reason=reason,
+                      seconds=time.monotonic() - worker.started)
+
+
+def _record_lost_run(results_dir: str, worker: _Worker, reason: str) -> None:
+    """The dead worker left its run 'running': record it failed (under the run's lock, and only
+    if the status is still that worker's)."""
+    run_dir = rd.run_dir_for(results_dir, worker.item.experiment.run_id)
+    lock = rd.RunLock(run_dir)
+    try:
+        if not lock.acquire(wait=False):
+            return  # another process took the run meanwhile: its status is its own
+        try:
+            status = rd.read_json(run_dir / rd.STATUS) or {}
+            if status.get("state") == rd.RUNNING and status.get("pid") == worker.process.pid:
+                rd.write_status(run_dir, rd.FAILED, reason=reason, finished=rd.utc_now())
+        finally:
+            lock.release()
+    except (OSError, StoreError):  # e.g. a store without flock
+        pass  # bookkeeping only: the outcome already says it failed
+
+
+def _join_all(workers: list[_Worker], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop_workers(workers: list[_Worker]) -> None:
+    """Ctrl-C (or any error here): the workers got the terminal's SIGINT too and record their
+    runs as failed; those still alive after STOP_GRACE_S get SIGTERM (the engine checkpoints its
+    iteration, then the run records it), after TERM_GRACE_S SIGKILL. A second Ctrl-C kills."""
+    try:
+        _join_all(workers, STOP_GRACE_S)
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        _join_all(workers, TERM_GRACE_S)
+    finally:
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join()
+            worker.conn.close()

