@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # numpy.random.seed / default_rng take 0 .. 2**32 - 1: a seed outside fails only in the run.
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-Size = Annotated[int, Field(gt=0)]  # pixels
+MAX_PIXELS = 10_000  # an image side: COCO's are <= 640, the paper tests at <= 3000
+Size = Annotated[int, Field(gt=0, le=MAX_PIXELS)]  # pixels
 
 
 def default_scale_ranges(strides: list[int]) -> list[tuple[float, float]]:
@@ -199,8 +200,9 @@ class MiniDataConfig(Strict):
     """Parameters of the synthetic mini-COCO generator (used when ``data.kind == "mini"``)."""
 
     seed: Seed = 0
-    num_train: int = Field(600, ge=1)
-    num_val: int = Field(150, ge=1)
+    # Bounded: the generator writes every image (~10 KB each) into the cache.
+    num_train: int = Field(600, ge=1, le=100_000)
+    num_val: int = Field(150, ge=1, le=100_000)
     # Objects coloured around their category's hue; False: random colours, only shape tells.
     category_hue: bool = True
 
@@ -214,8 +216,8 @@ class DataConfig(Strict):
     val_split: str = "val2017"
     # Shorter side; several values = multi-scale training (one drawn per image).
     min_size: list[Size] = Field(default_factory=lambda: [800], min_length=1)
-    max_size: int = Field(1333, gt=0)
-    test_min_size: int = Field(800, gt=0)
+    max_size: Size = 1333
+    test_min_size: Size = 800
     # Multi-scale testing (Table 8): extra shorter sides, detections merged by NMS; [] = single.
     test_extra_sizes: list[Size] = Field(default_factory=list)
     size_divisibility: int = Field(32, ge=1)

@@ -30,6 +30,8 @@ BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_TABLE_NUMBER = 10_000
+# Seeds per row: each is a full training run, so a typo (1000000) must not plan a million runs.
+MAX_SEEDS = 100
 
 
 def _check_table(value: Any) -> int | str:
@@ -126,8 +128,9 @@ class Recipe(Strict):
         overrides: Mapping[str, Any] | None = None,
     ) -> list["Experiment"]:
         """Expand rows x seeds into fully resolved, validated experiments."""
-        if seeds < 1:
-            raise ConfigError(f"seeds must be >= 1, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds must be in 1..{MAX_SEEDS}, got {seeds}",
+                              hint="the paper's tables use 1 seed; a claim rarely needs 10")
         prof = load_profile(profile, Path(self.path).parent if self.path else None)
         selected = [self.row(r) for r in rows] if rows else self.rows
         where = self.path or f"table {self.table}"

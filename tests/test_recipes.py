@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
+from atss_bench.cli.main import app
 from atss_bench.errors import ConfigError
 from atss_bench.recipes import BUILTIN_RECIPES, METRICS, list_recipes, load_recipe
 
@@ -43,6 +46,21 @@ def test_seeds_multiply_runs_and_change_ids():
     assert len(experiments) == 12
     assert [e.seed for e in experiments[:3]] == [0, 1, 2]
     assert len({e.run_id for e in experiments}) == 12
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 101, 100_000_000])
+def test_seeds_outside_1_to_100_are_refused_before_anything_is_expanded(seeds):
+    with pytest.raises(ConfigError, match=r"seeds must be in 1\.\.100, got"):
+        recipe(2).experiments(profile="mini", seeds=seeds)
+
+
+def test_a_huge_seed_count_on_the_command_line_is_one_line_and_exit_2():
+    result = CliRunner().invoke(app, ["run", "recipes/table2.yaml", "-p", "mini", "--dry-run",
+                                      "--seeds", "100000000"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: seeds must be in 1..100, got 100000000  (hint: the paper's tables use 1 seed; "
+        "a claim rarely needs 10)"]
 
 
 def test_identical_experiments_share_run_ids_across_tables():
