@@ -80,7 +80,8 @@ def printable(text: str, limit: int = 300) -> str:
 
 def scan_results(results_dir: str | Path) -> ScanResult:
     """Read every run record; a corrupt or partial record is skipped with one warning line
-    (the folder and the reason), never raised."""
+    (the folder and the reason) in ``ScanResult.warnings``, never raised. The caller shows
+    them (the CLI prints each once; ``load_results`` logs them)."""
     results_dir = Path(results_dir)
     records, warnings = [], []
     for run_dir in _run_dirs(results_dir):
@@ -93,8 +94,6 @@ def scan_results(results_dir: str | Path) -> ScanResult:
                 OverflowError) as exc:
             why = f"{type(exc).__name__}: {exc}"
         warnings.append(f"{printable(str(run_dir), 1000)}: skipped ({printable(why)})")
-    for line in warnings:
-        log.warning(line)
     return ScanResult(_frame(records), warnings)
 
 
@@ -105,6 +104,8 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     unless done. Skipped corrupt records are listed in ``frame.attrs["warnings"]``.
     """
     scan = scan_results(results_dir)
+    for line in scan.warnings:
+        log.warning(line)
     scan.frame.attrs["warnings"] = scan.warnings
     return scan.frame
 

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,3 +266,15 @@ def test_numbers_too_big_for_a_float_are_refused(tmp_path: Path) -> None:
         "status.json: pid is not an integer in [0, 2**31))",
         "status.json: wall_time is not a finite number)"]
     assert not rd.complete_metrics(rd.read_json(runs / "ap_huge" / rd.METRICS))
+
+
+def test_the_real_cli_says_each_skipped_folder_once_on_stderr(tmp_path: Path) -> None:
+    """Not also through logging's last-resort handler (CliRunner does not capture that one)."""
+    for name in ("bad1", "bad2"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "meta.json").write_text("[1, 2")
+    done = subprocess.run([sys.executable, "-m", "atss_bench.cli.main", "status", "--results",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), lines
