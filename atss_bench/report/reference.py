@@ -4,15 +4,16 @@
 other numbers (float summation order changes the whole trajectory), so "equal to the committed
 run" is the wrong test. The right one asks whether ours could be one more seed of the reference:
 
-    consistent  <=>  |ours - m| <= t(0.995, n - 1) * s * sqrt(1/k + 1/n)
+    consistent  <=>  |ours - m| <= t(0.995, df) * s * sqrt(1/k + 1/n)
 
-with m, s the mean and sample std (n - 1) of the reference's n finished seeds and ours the mean of
-our k finished seeds: the two-sided 99% prediction interval for the mean of k new seeds, assuming
-seed-to-seed noise is normal with the same variance here and there (Student's t because s is
-estimated from few seeds). With the committed 3 seeds, t(0.995, 2) = 9.925, so one new seed is
-consistent within 11.5 s: wide, because 3 seeds say little about the spread. 99% rather than 95%
-because a table has several rows: at 95% a correct install would see some "no" in 4 cells one time
-in five. Fewer than 2 reference seeds: no std, no verdict (``n/a``).
+with m the mean of the row's n reference seeds, ours the mean of our k seeds, and s the seed-to-seed
+std pooled over the table's reference rows (s^2 = sum (n_i - 1) s_i^2 / df, df = sum (n_i - 1)):
+the two-sided 99% prediction interval for the mean of k new seeds, assuming normal seed noise
+with one variance across the table's rows, here and there (Student's t because s is estimated).
+Pooling matters: one row's 3 seeds give df = 2 and t = 9.92, an interval of +-11.5 s that says
+almost nothing; Table 2's four rows give df = 8 and t = 3.36. 99% rather than 95% because a table
+has several rows: at 95% a correct install would see some "no" in 4 cells one time in five.
+No reference row with 2 seeds: no std, no verdict (``n/a``).
 
 Runs are matched by run id (the config hash, seed included), as in every report, so the
 reference must be a store made with the same recipe, profile and overrides.
@@ -70,12 +71,31 @@ def t_quantile(p: float, df: int) -> float:
     return high
 
 
-def consistency_limit(std: float, n_reference: int, k_ours: int = 1,
+def consistency_limit(std: float, n_reference: int, k_ours: int = 1, df: int | None = None,
                       confidence: float = CONFIDENCE) -> float:
     """Half-width of the prediction interval for the mean of ``k_ours`` new seeds around the mean
-    of ``n_reference`` >= 2 seeds with sample std ``std`` (see the module docstring)."""
-    quantile = t_quantile(0.5 + confidence / 2.0, n_reference - 1)
+    of ``n_reference`` seeds, with a std estimated on ``df`` degrees of freedom (default
+    ``n_reference - 1``: the row's own seeds; see the module docstring)."""
+    quantile = t_quantile(0.5 + confidence / 2.0, n_reference - 1 if df is None else df)
     return quantile * std * math.sqrt(1.0 / k_ours + 1.0 / n_reference)
+
+
+@dataclass(frozen=True)
+class PooledStd:
+    """The seed-to-seed std pooled over rows (each row's variance around its own mean)."""
+
+    std: float
+    df: int
+
+
+def pool_std(stats: list[MetricStat]) -> PooledStd | None:
+    """Pooled std over the rows with >= 2 seeds; None when there is none."""
+    usable = [s for s in stats if s.n >= 2 and s.std is not None]
+    df = sum(s.n - 1 for s in usable)
+    if df == 0:
+        return None
+    variance = sum((s.n - 1) * s.std ** 2 for s in usable) / df  # type: ignore[operator]
+    return PooledStd(math.sqrt(variance), df)
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ class ReferenceRow:
     summary: RowSummary  # ours
     ours: MetricStat
     reference: MetricStat
+    pooled: PooledStd | None  # over the table's reference rows
 
     @property
     def row(self) -> RecipeRow:
@@ -99,9 +120,9 @@ class ReferenceRow:
     @property
     def limit(self) -> float | None:
         """The largest |delta| still consistent; None without a std of the reference."""
-        if self.reference.std is None or self.reference.n < 2 or self.ours.n < 1:
+        if self.pooled is None or self.reference.n < 1 or self.ours.n < 1:
             return None
-        return consistency_limit(self.reference.std, self.reference.n, self.ours.n)
+        return consistency_limit(self.pooled.std, self.reference.n, self.ours.n, self.pooled.df)
 
     @property
     def consistent(self) -> str:
@@ -122,7 +143,8 @@ def compare_with_reference(recipe: Recipe, results: pd.DataFrame, reference: pd.
     metric = recipe.layout.metrics[0]
     ours = summarize_table(recipe, results, profile, seeds, overrides).rows
     refs = summarize_table(recipe, reference, profile, None, overrides).rows
-    return [ReferenceRow(o, o.metrics[metric], r.metrics[metric])
+    pooled = pool_std([r.metrics[metric] for r in refs])
+    return [ReferenceRow(o, o.metrics[metric], r.metrics[metric], pooled)
             for o, r in zip(ours, refs, strict=True)]
 
 
@@ -155,10 +177,15 @@ def render_reference(recipe: Recipe, rows: list[ReferenceRow], reference_name: s
         table_rows.append([r.row.label, ours, ref, delta, verdict])
     table = markdown_table(["Method", f"{metric} ours", ref_header, "Δ", "consistent"], table_rows)
     name = "".join(c if c.isprintable() and c != "`" else "?" for c in reference_name)
+    pooled = rows[0].pooled if rows else None
+    pooled_text = ("" if pooled is None else
+                   f" (here s = {pooled.std:.2f} AP on {pooled.df} degrees of freedom)")
     rule = (f"Reference = mean ± std over the finished seeds in `{name}`; Δ = ours − "
-            "reference mean. consistent: |Δ| ≤ t(0.995, n−1) · std · √(1/k + 1/n), the 99% "
-            "prediction interval for the mean of our k seeds given the reference's n (seed-to-seed"
-            " noise, not bit-identity: another CPU or library build trains differently).")
+            "reference mean. consistent: |Δ| ≤ t(0.995, df) · s · √(1/k + 1/n), the 99% "
+            "prediction interval for the mean of our k seeds given the row's n reference seeds, "
+            "with s the seed-to-seed std pooled over the table's reference rows"
+            f"{pooled_text}: seed noise, not bit-identity (another CPU or library build trains "
+            "differently).")
     return "\n\n".join([f"### Table {recipe.table}: ours vs. the reference", table, rule]) + "\n"
 
 

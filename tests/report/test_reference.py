@@ -9,11 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from atss_bench.cli.main import app
-from atss_bench.report.reference import (compare_with_reference, consistency_limit,
-                                         render_reference, t_quantile)
+from atss_bench.report.summary import MetricStat
+from atss_bench.report.reference import (PooledStd, compare_with_reference, consistency_limit,
+                                         pool_std, render_reference, t_quantile)
 
 COMMITTED_MINI = Path(__file__).resolve().parents[2] / "results" / "mini"
 T_995_DF2 = 9.924843  # Student t, 0.995 quantile, 2 degrees of freedom (printed tables: 9.925)
+T_995_DF3 = 5.840909
+T_995_DF8 = 3.355387
 
 
 @pytest.mark.parametrize("p, df, expected", [
@@ -44,6 +47,16 @@ def test_consistency_limit_by_hand():
     assert consistency_limit(1.0, 3) == pytest.approx(11.4602, abs=1e-4)
     # the mean of 2 new seeds: sqrt(1/2 + 1/3)
     assert consistency_limit(0.5, 3, 2) == pytest.approx(T_995_DF2 * 0.5 * math.sqrt(5 / 6))
+    # a std pooled over 4 rows of 3 seeds: 8 degrees of freedom
+    assert consistency_limit(1.0, 3, df=8) == pytest.approx(T_995_DF8 * math.sqrt(4 / 3))
+
+
+def test_pool_std_by_hand():
+    stats = [MetricStat(None, 15.0, 1.0, 3), MetricStat(None, 16.0, 0.5, 3),
+             MetricStat(None, 20.0, None, 1), MetricStat(None)]
+    # (2 * 1.0 + 2 * 0.25) / 4 = 0.625 on 4 degrees of freedom; 1-seed and empty rows add none
+    assert pool_std(stats) == PooledStd(pytest.approx(math.sqrt(0.625)), 4)
+    assert pool_std([MetricStat(None, 20.0, None, 1)]) is None
 
 
 # Table 2's paper APs are 37.0, 36.9, 37.8, 37.8; shift -20 puts every cell at paper - 20 + value.
@@ -66,11 +79,13 @@ def test_demo_shaped_comparison_by_hand(table, make_frame):
     assert [r.reference.mean for r in rows] == pytest.approx([15.0, 16.0, 25.6, 24.6])
     assert [r.reference.std for r in rows] == pytest.approx([1.0, 0.5, 0.1, 0.1])
     assert [r.delta for r in rows] == pytest.approx([-3.0, None, 1.4, 0.5])
-    one_seed = T_995_DF2 * math.sqrt(4 / 3)  # 11.4602 per unit of reference std
-    assert [r.limit for r in rows] == pytest.approx([one_seed, None, 0.1 * one_seed,
-                                                     0.1 * one_seed])
-    # 3.0 <= 11.46: yes; not run: –; 1.4 > 1.146: no; 0.5 <= 1.146: yes
-    assert [r.consistent for r in rows] == ["yes", "–", "no", "yes"]
+    # pooled: (2 * 1 + 2 * 0.25 + 2 * 0.01 + 2 * 0.01) / 8 = 0.3175, s = 0.563471 on 8 df
+    assert rows[0].pooled == PooledStd(pytest.approx(0.563471, abs=1e-6), 8)
+    one_seed = T_995_DF8 * 0.563471 * math.sqrt(4 / 3)  # 2.18315 for every row (n = 3, k = 1)
+    assert one_seed == pytest.approx(2.18315, abs=1e-5)
+    assert [r.limit for r in rows] == pytest.approx([one_seed, None, one_seed, one_seed])
+    # 3.0 > 2.18: no; not run: –; 1.4 <= 2.18: yes; 0.5 <= 2.18: yes
+    assert [r.consistent for r in rows] == ["no", "–", "yes", "yes"]
 
 
 def test_demo_shaped_comparison_golden(table, make_frame, golden):
@@ -87,14 +102,22 @@ def test_reference_with_too_few_seeds_gives_no_verdict(table, make_frame):
     ours = make_frame(t2, "mini", {"iou_box": [100.0], "iou_point": [0.0], "scale_box": [0.0],
                                    "scale_point": [7.3, 7.5]}, shift=-20.0)
     rows = compare_with_reference(t2, ours, reference, "mini")
-    # 2 seeds (14, 16): std sqrt(2), limit t(0.995, 1) * sqrt(2) * sqrt(1 + 1/2) = 110.26
-    assert rows[0].limit == pytest.approx(63.656741 * math.sqrt(2) * math.sqrt(1.5))
-    assert rows[0].consistent == "yes"  # 137 vs 15: 2 seeds say almost nothing about the spread
-    assert [r.consistent for r in rows[1:3]] == ["n/a (reference n < 2)", "n/a (no reference run)"]
-    # ours = mean of 2 seeds (25.1, 25.3) = 25.2: limit sqrt(1/2 + 1/3), Δ 0.6 <= 0.906
+    # pooled over (14, 16) and (24.5, 24.6, 24.7): (1 * 2 + 2 * 0.01) / 3, s = 0.820569 on 3 df
+    s_pooled = 0.820569
+    assert rows[0].pooled == PooledStd(pytest.approx(s_pooled, abs=1e-6), 3)
+    # n = 2, k = 1: 5.840909 * 0.820569 * sqrt(1 + 1/2) = 5.87004; 137 vs 15 is far outside
+    assert rows[0].limit == pytest.approx(T_995_DF3 * s_pooled * math.sqrt(1.5), abs=1e-5)
+    assert rows[0].consistent == "no"
+    # one reference seed still gets a verdict from the pooled std: sqrt(1 + 1) = 6.77814
+    assert rows[1].limit == pytest.approx(T_995_DF3 * s_pooled * math.sqrt(2), abs=1e-5)
+    assert rows[1].consistent == "yes" and rows[2].consistent == "n/a (no reference run)"
+    # ours = mean of 2 seeds (25.1, 25.3) = 25.2: limit sqrt(1/2 + 1/3) = 4.37527, Δ 0.6
     assert rows[3].ours.n == 2 and rows[3].delta == pytest.approx(0.6)
-    assert rows[3].limit == pytest.approx(T_995_DF2 * 0.1 * math.sqrt(5 / 6))
+    assert rows[3].limit == pytest.approx(T_995_DF3 * s_pooled * math.sqrt(5 / 6), abs=1e-5)
     assert rows[3].consistent == "yes"
+    lone = compare_with_reference(t2, ours, make_frame(t2, "mini", {"iou_box": [0.0]},
+                                                       shift=-20.0), "mini")
+    assert lone[0].pooled is None and lone[0].consistent == "n/a (reference n < 2)"
     text = render_reference(t2, rows, "ref")
     assert "| AP reference " in text and "15.0 ± 1.4 (n=2)" in text and "– (n=0)" in text
 
