@@ -279,6 +279,11 @@ def status_command(
             console.print(f"  log: {printable(str(run_dir / rd.LOG), 1000)}  traceback: "
                           f"{printable(str(run_dir / rd.ERROR), 1000)}", highlight=False,
                           markup=False)
+        elif retrain := _value(r, "retrain_failed"):
+            what = _shown(f"{r['row_id']} [{r['run_id']}]: {retrain}")
+            console.print(f"[yellow]retrain failed[/] {what} (the previous result is kept; see "
+                          f"{_shown(str(Path(r['run_dir']) / RETRAIN_DIR / rd.ERROR))})",
+                          highlight=False)
     shown = {r["run_id"] for r in records}
     print_job_states([job for job in jobs if job.run_id in shown])  # job ids, logs, errors
 

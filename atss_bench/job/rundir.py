@@ -173,7 +173,8 @@ def status_problem(status: Mapping[str, Any]) -> str | None:
     state = status.get("state")
     if not isinstance(state, str) or len(state) > 64:
         return "status.json: state is not a short text"
-    for key in ("reason", "started", "finished", "updated", "queued", "host", "slurm_job_id"):
+    for key in ("reason", "started", "finished", "updated", "queued", "host", "slurm_job_id",
+                "retrain_failed"):
         if not _text_ok(status.get(key)):
             return f"status.json: {key} is not a text of at most {MAX_TEXT_CHARS} characters"
     for key in ("pid", "attempt"):

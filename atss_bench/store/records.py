@@ -29,6 +29,7 @@ COLUMNS = (
     *METRICS, *EXTRA_METRICS, "iter", "max_iter", "created", "started", "finished", "updated",
     "wall_time",
     *PROVENANCE_FIELDS, "dataset", "dataset_name", "host", "pid", "slurm_job_id", "run_dir",
+    "retrain_failed",  # why the last --force retrain failed (its previous result is kept)
 )
 PROGRESS_KEYS = ("iter", "max_iter")
 _THIS_HOST = socket.gethostname()
@@ -152,7 +153,7 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     record["run_id"] = run_dir.name
     record["run_dir"] = str(run_dir)
     for key in ("reason", "started", "finished", "updated", "wall_time", "host", "pid",
-                "slurm_job_id"):
+                "slurm_job_id", "retrain_failed"):
         record[key] = status.get(key)
     state = status.get("state") if status.get("state") in rd.STATES else rd.FAILED
     provenance: dict[str, Any] = {}

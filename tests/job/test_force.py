@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
+from atss_bench.cli.main import app
 from atss_bench.errors import TrainingError
 from atss_bench.job import plan_runs, run_experiment_job, run_planned
 from atss_bench.job import rundir as rd
@@ -114,3 +117,17 @@ def test_force_on_a_failed_run_still_retrains_in_place(tmp_path: Path):
     assert sorted(p.name for p in (run_dir / rd.CHECKPOINTS).iterdir()) == ["b.pt"]
     assert not (run_dir / RETRAIN_DIR).exists()
     assert rd.read_done_metrics(run_dir)["metrics"]["AP"] == 33.0
+
+
+def test_status_shows_a_failed_retrain_beside_the_kept_result(tmp_path: Path, done_run: Path):
+    with pytest.raises(RetrainFailedError):
+        run_experiment_job(tmp_path, experiment(), force=True,
+                           train_fn=make_train(1.0, "x.pt", RuntimeError("[red]nan[/] loss")))
+    frame = load_results(tmp_path)
+    assert list(frame["retrain_failed"]) == ["RuntimeError: [red]nan[/] loss"]
+    result = CliRunner().invoke(app, ["status", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("retrain failed"))
+    assert "RuntimeError: [red]nan[/] loss (the previous result is kept; see" in line
+    assert line.endswith(f"{RETRAIN_DIR}/error.txt)")
+    assert "| 30.0 " in result.output or " 30.0 " in result.output  # the kept AP is listed
