@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from atss_bench.job import batch, plan_runs, run_planned
+from atss_bench.job import batch, cpu_threads_per_job, plan_runs, run_planned
 from atss_bench.job import rundir as rd
 from atss_bench.recipes import load_recipe
 from atss_bench.store import load_results
@@ -68,3 +68,17 @@ def test_ctrl_c_stops_the_workers_and_each_records_its_run(tmp_path: Path, monke
     assert status["state"] == "failed"
     assert status["reason"] == "Terminated: stopped by SIGTERM (the batch was interrupted)"
     assert not rd.run_dir_for(tmp_path, experiments[1].run_id).exists()  # never started
+
+
+def test_each_worker_gets_its_share_of_threads_even_when_unpickling_loads_torch(
+        tmp_path: Path, monkeypatch):
+    """Two runs at once on this machine's cores: OMP_NUM_THREADS must be in the worker's
+    environment from its start, or OpenMP (loaded with torch while the train function is
+    unpickled) takes every core and two workers fight over them."""
+    from tests.job.torch_train_fns import threads_train
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    exps = load_recipe("recipes/table4.yaml").experiments("mini", rows=["k3", "k5"])
+    outcomes = run_planned(tmp_path, plan_runs(tmp_path, exps), train_fn=threads_train, jobs=2)
+    share = float(cpu_threads_per_job(2))
+    assert [(o.state, o.metrics["AP"]) for o in outcomes] == [("done", share), ("done", share)]
+    assert "OMP_NUM_THREADS" not in os.environ  # the parent's environment is left as it was
