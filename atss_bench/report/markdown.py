@@ -40,7 +40,8 @@ def _delta(value: float | None) -> str:
     return "+0.0" if text == "-0.0" else text
 
 
-def _ours(stat: MetricStat) -> str:
+def mean_std_text(stat: MetricStat) -> str:
+    """``m ± s`` (``m`` for one seed, ``–`` for none), one decimal."""
     if stat.mean is None:
         return "–"
     return _num(stat.mean) if stat.std is None else f"{_num(stat.mean)} ± {_num(stat.std)}"
@@ -96,7 +97,7 @@ def metric_cell(stat: MetricStat, summary: RowSummary) -> str:
     if stat.mean is None:
         return f"{paper} → {_row_state(summary)}"
     delta = f" ({_delta(stat.delta)})" if stat.delta is not None else ""
-    return f"{paper} → {_ours(stat)}{delta}"
+    return f"{paper} → {mean_std_text(stat)}{delta}"
 
 
 def _escape(cell: str) -> str:
@@ -137,7 +138,7 @@ def _list_table(recipe: Recipe, summaries: list[RowSummary]) -> tuple[str, str]:
         cells += ["✓" if c in s.row.checks else "" for c in layout.checks]
         if single:
             stat = s.metrics[layout.metrics[0]]
-            ours = _ours(stat) if stat.mean is not None else _row_state(s)
+            ours = mean_std_text(stat) if stat.mean is not None else _row_state(s)
             paper = _num(stat.paper) if stat.paper is not None else "n/a"
             cells += [paper, ours, _delta(stat.delta)]
         else:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from atss_bench.errors import ConfigError
 from atss_bench.recipes import Recipe, RecipeRow
-from atss_bench.report.markdown import markdown_table, runs_text
+from atss_bench.report.markdown import markdown_table, mean_std_text, runs_text
 from atss_bench.report.summary import MetricStat, RowSummary, summarize_table
 
 CONFIDENCE = 0.99  # two-sided
@@ -148,17 +148,6 @@ def compare_with_reference(recipe: Recipe, results: pd.DataFrame, reference: pd.
             for o, r in zip(ours, refs, strict=True)]
 
 
-def _num(value: float) -> str:
-    text = f"{value:.1f}"
-    return "0.0" if text == "-0.0" else text
-
-
-def _stat_text(stat: MetricStat) -> str:
-    if stat.mean is None:
-        return "–"
-    return _num(stat.mean) if stat.std is None else f"{_num(stat.mean)} ± {_num(stat.std)}"
-
-
 def render_reference(recipe: Recipe, rows: list[ReferenceRow], reference_name: str) -> str:
     """A Markdown section: Method | ours | reference (n seeds) | Δ | consistent, and the rule.
     ``consistent`` says ``yes (within ±L)`` or ``no (outside ±L)``, L the largest consistent |Δ|."""
@@ -168,8 +157,8 @@ def render_reference(recipe: Recipe, rows: list[ReferenceRow], reference_name: s
     ref_header = f"{metric} reference ({counts.pop()} seeds)" if same_n else f"{metric} reference"
     table_rows = []
     for r in rows:
-        ours = _stat_text(r.ours) if r.ours.mean is not None else runs_text(r.summary)
-        ref = _stat_text(r.reference) + ("" if same_n else f" (n={r.reference.n})")
+        ours = mean_std_text(r.ours) if r.ours.mean is not None else runs_text(r.summary)
+        ref = mean_std_text(r.reference) + ("" if same_n else f" (n={r.reference.n})")
         delta = "–" if r.delta is None else f"{r.delta:+.1f}"
         verdict = r.consistent
         if r.limit is not None and verdict in ("yes", "no"):
