@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert, clip_boxes_to_image, remove_small_boxes
 
 from ..errors import DataError
+from .annotation_file import load_annotation_file
 from .roots import DATA_ROOT_ENV, resolve_data_root
 from .transforms import DetectionTransform
 
@@ -72,13 +73,14 @@ def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
 
 
 def load_coco(annotation_file: Path) -> COCO:
-    """pycocotools' COCO index of ``annotation_file`` (quietly); DataError if malformed."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(annotation_file))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:
-        raise DataError(f"{annotation_file} is not a COCO annotation file: {error!r}",
-                        hint=LAYOUT_HINT) from error
+    """pycocotools' COCO index of ``annotation_file``, read and validated by
+    ``annotation_file.load_annotation_file`` (DataError naming the file if malformed), never by
+    pycocotools itself."""
+    coco = COCO()
+    coco.dataset = load_annotation_file(annotation_file)
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
+        coco.createIndex()
+    return coco
 
 
 def _has_valid_annotation(anns: list[dict[str, Any]]) -> bool:

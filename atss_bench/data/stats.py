@@ -7,18 +7,19 @@ Objects are the non-crowd annotations. Two size views:
   large`` bins are COCO's thresholds on a 640x480 image (32 / sqrt(640 * 480) = 0.0577 and
   96 / sqrt(640 * 480) = 0.173), which is how a smaller synthetic image is compared with COCO.
 All bins are half-open ``[lo, hi)``; the fractions in each group sum to 1 when there are objects.
+The file is read and validated by ``annotation_file.load_annotation_file`` (a malformed one is a
+DataError naming it; images need no ``file_name`` here); an annotation without ``area`` counts with
+its box area w * h.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from .annotation_file import annotation_area, load_annotation_file
 
 COCO_REFERENCE_SIDE = math.sqrt(640 * 480)
 REL_SMALL, REL_MEDIUM = 32 / COCO_REFERENCE_SIDE, 96 / COCO_REFERENCE_SIDE
@@ -32,22 +33,10 @@ def _fractions(values: np.ndarray, edges: tuple[float, ...]) -> list[float]:
     return (counts / max(len(values), 1)).tolist()
 
 
-def _load(annotation_json_path: str | Path) -> dict[str, Any]:
-    path = Path(annotation_json_path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise DataError(f"annotation file {path} not found",
-                        hint="pass instances_<split>.json or a dataset root in the COCO layout"
-                        ) from error
-    except ValueError as error:
-        raise DataError(f"annotation file {path} is not valid JSON: {error}") from error
-
-
 def box_stats(annotation_json_path: str | Path) -> dict[str, float]:
     """Flat ``{statistic: value}`` of one annotation file (ordered for printing)."""
-    data = _load(annotation_json_path)
-    images = {image["id"]: image for image in data.get("images", [])}
+    data = load_annotation_file(annotation_json_path, require_file_names=False)
+    images = {image["id"]: image for image in data["images"]}
     anns = [ann for ann in data.get("annotations", []) if not ann.get("iscrowd", 0)]
     per_image = np.zeros(len(images), int)
     index = {image_id: i for i, image_id in enumerate(images)}
@@ -57,13 +46,13 @@ def box_stats(annotation_json_path: str | Path) -> dict[str, float]:
     h = np.array([ann["bbox"][3] for ann in anns], float)
     image_area = np.array([images[a["image_id"]]["width"] * images[a["image_id"]]["height"]
                            for a in anns], float)
-    area = np.array([ann["area"] for ann in anns], float)
+    area = np.array([annotation_area(ann) for ann in anns], float)
     rel = np.sqrt(w * h / np.maximum(image_area, 1.0))
     aspect = w / np.maximum(h, 1e-6)
     has_objects = len(anns) > 0
     stats: dict[str, float] = {
         "images": len(images),
-        "categories": len(data.get("categories", [])),
+        "categories": len(data["categories"]),
         "objects": len(anns),
         "crowd regions": sum(1 for ann in data.get("annotations", []) if ann.get("iscrowd", 0)),
         "objects/image mean": float(per_image.mean()) if len(images) else 0.0,

@@ -3,7 +3,8 @@
 The new ``annotations/instances_<split>.json`` keeps every top-level field (info, licenses, all
 categories) and only the chosen images and their annotations; image files are hard-linked where
 the file system allows it, copied otherwise. Images go to a temporary directory renamed into place,
-and the annotation file (written last, then renamed) marks the split complete.
+and the annotation file (written last, then renamed) marks the split complete. The source file is
+read and validated by ``annotation_file.load_annotation_file`` (file names stay inside the split).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .annotation_file import load_annotation_file
 from .coco import coco_split_paths
 
 
@@ -38,11 +40,8 @@ def write_coco_subset(root: str | Path, split: str, num_images: int, out_dir: st
     if out_dir == Path(root).expanduser().absolute():
         raise DataError(f"subset output {out_dir} is the source dataset",
                         hint="choose a new directory")
-    try:
-        data = json.loads(annotation_file.read_text())
-        images = data["images"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{annotation_file} is not a COCO annotation file: {error!r}") from error
+    data = load_annotation_file(annotation_file, split)
+    images = data["images"]
     if not 1 <= num_images <= len(images):
         raise DataError(f"cannot take {num_images} images from {split}: it has {len(images)}",
                         hint=f"choose --num-images between 1 and {len(images)}")

@@ -12,11 +12,11 @@ import contextlib
 import copy
 import importlib.util
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from atss_bench.data.annotation_file import load_annotation_file
 from atss_bench.errors import ConfigError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -45,11 +45,11 @@ def resolve_evaluator(name: str = "auto") -> Evaluator:
 
 
 def load_gt_dict(gt: dict[str, Any] | str | Path) -> dict[str, Any]:
-    """A COCO annotation dict, from a dict or a JSON file."""
+    """A COCO annotation dict, from a dict (as given) or a JSON file (read and validated by
+    ``data.annotation_file.load_annotation_file``: DataError naming the file if malformed)."""
     if isinstance(gt, dict):
         return gt
-    with open(gt, encoding="utf-8") as handle:
-        return json.load(handle)
+    return load_annotation_file(gt)
 
 
 def _stats_to_metrics(stats: Sequence[float]) -> dict[str, float]:

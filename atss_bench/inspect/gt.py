@@ -1,9 +1,10 @@
 """The ground truth of one COCO split as training sees it, read from the annotation file alone.
 
-No image is decoded: image sizes come from the ``images`` entries. Each image is resized like
-evaluation does (``get_resize_size`` with the test shorter side); its GT boxes go through the
-training target path of ``CocoDetection.load_target`` and the resize of ``DetectionTransform``,
-vectorised over the whole split:
+No image is decoded: image sizes come from the ``images`` entries of the annotation file, read and
+validated by ``data.annotation_file.load_annotation_file`` (an annotation without ``area`` gets
+its box area w * h). Each image is resized like evaluation does (``get_resize_size`` with the test
+shorter side); its GT boxes go through the training target path of ``CocoDetection.load_target``
+and the resize of ``DetectionTransform``, vectorised over the whole split:
 
 1. non-crowd annotations only; bbox (x, y, w, h) -> (x0, y0, x1, y1) in float32;
 2. clipped to the original image, boxes narrower or shorter than 1 px dropped;
@@ -13,10 +14,8 @@ GTs are stored image by image (``gt_offsets``), in the annotation file's order w
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 from atss_bench.data import get_resize_size
+from atss_bench.data.annotation_file import annotation_area, load_annotation_file
 from atss_bench.errors import DataError
 
 
@@ -63,50 +63,26 @@ class SplitGroundTruth:
         return position
 
 
-def read_annotation_file(path: Path) -> dict[str, Any]:
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except FileNotFoundError as error:
-        raise DataError(f"annotation file {path} not found") from error
-    except ValueError as error:
-        raise DataError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise DataError(f"{path} is not a COCO annotation file (no images / annotations)")
-    return data
-
-
 def load_split_ground_truth(annotation_file: str | Path, min_size: int,
                             max_size: int) -> SplitGroundTruth:
     """Read ``annotation_file`` and resize every image to shorter side ``min_size`` (longer side
     at most ``max_size``); see the module docstring for the GT path."""
-    data = read_annotation_file(Path(annotation_file))
-    try:
-        images = sorted(data["images"], key=lambda image: image["id"])
-        image_ids = np.array([image["id"] for image in images], dtype=np.int64)
-        orig = np.array([(image["height"], image["width"]) for image in images],
-                        dtype=np.int64).reshape(-1, 2)
-        anns = [a for a in data["annotations"] if not a.get("iscrowd", 0)]
-        ann_image = np.array([a["image_id"] for a in anns], dtype=np.int64)
-        bboxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        areas = np.array([a["area"] for a in anns], dtype=np.float64)
-        ann_ids = np.array([a["id"] for a in anns], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{annotation_file}: malformed COCO entry ({error!r})") from error
-    if len(np.unique(image_ids)) != len(image_ids):
-        raise DataError(f"{annotation_file}: duplicate image ids")
+    data = load_annotation_file(annotation_file)  # validated: ids, sizes and boxes are typed
+    images = sorted(data["images"], key=lambda image: image["id"])
+    image_ids = np.array([image["id"] for image in images], dtype=np.int64)
+    orig = np.array([(image["height"], image["width"]) for image in images],
+                    dtype=np.int64).reshape(-1, 2)
+    anns = [a for a in data.get("annotations", []) if not a.get("iscrowd", 0)]
+    ann_image = np.array([a["image_id"] for a in anns], dtype=np.int64)
+    bboxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+    areas = np.array([annotation_area(a) for a in anns], dtype=np.float64)
+    ann_ids = np.array([a["id"] for a in anns], dtype=np.int64)
     if (orig < 1).any():
         raise DataError(f"{annotation_file}: an image has a width or height below 1")
     sizes = np.array([get_resize_size(int(h), int(w), min_size, max_size) for h, w in orig],
                      dtype=np.int64).reshape(-1, 2)
 
-    image_index = np.searchsorted(image_ids, ann_image)
-    known = image_index < len(image_ids)
-    known[known] = image_ids[image_index[known]] == ann_image[known]
-    if not known.all():
-        missing = int(ann_image[~known][0])
-        raise DataError(f"{annotation_file}: an annotation refers to unknown image id {missing}")
-
+    image_index = np.searchsorted(image_ids, ann_image)  # every image_id is listed (validated)
     resized, clipped_w, clipped_h = _clipped_resized_boxes(bboxes, orig[image_index],
                                                            sizes[image_index])
     keep = ((clipped_w >= 1.0) & (clipped_h >= 1.0)).numpy()

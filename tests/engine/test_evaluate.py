@@ -18,7 +18,7 @@ from atss_bench.engine.distributed import DistInfo
 from atss_bench.engine.evaluate import (STAT_NAMES, available_evaluators, evaluate_coco,
                                         resolve_evaluator)
 from atss_bench.engine.inference import evaluate_model, merge_scales
-from atss_bench.errors import ConfigError
+from atss_bench.errors import ConfigError, DataError
 from tests.engine.conftest import tiny_config
 
 BOTH = pytest.mark.skipif(len(available_evaluators()) < 2,
@@ -65,6 +65,14 @@ def test_zero_detections_score_zero(square_coco: Path, evaluator: str) -> None:
     metrics, name = evaluate_coco(_gt(square_coco), [], evaluator=evaluator)
     assert name == evaluator
     assert metrics["AP"] == 0.0 and metrics["AR100"] == 0.0
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"images": "x"}'])
+def test_a_hostile_gt_file_is_a_data_error_naming_it(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "instances_val2017.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=str(path)):
+        evaluate_coco(path, [])
 
 
 def test_resolve_evaluator() -> None:

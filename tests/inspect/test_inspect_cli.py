@@ -105,3 +105,20 @@ def test_user_mistakes_are_one_line(tmp_path, args, message):
     result = _invoke(*args, "--profile", "mini", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and message in result.output
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser goes
+    '{"images": "x", "annotations": 5, "categories": [1]}',  # wrong types
+])
+def test_a_hostile_annotation_file_is_one_line(tmp_path, content):
+    root = _dataset(tmp_path)
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(content)
+    result = _invoke("--data-root", str(root), "--images", "1", "--profile", "mini",
+                     "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert str(path) in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

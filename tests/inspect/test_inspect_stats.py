@@ -1,6 +1,7 @@
 """Statistics of inspect-assign: a case counted by hand, and a plain per-image reference."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -125,3 +126,19 @@ def test_count_positives_without_pruning_is_the_same(tmp_path):
         np.testing.assert_array_equal(pruned.per_level, full.per_level, err_msg=str(overrides))
         np.testing.assert_array_equal(pruned.iou_sum, full.iou_sum)
         assert pruned.positives.sum() > 0
+
+
+def test_ground_truth_without_area_uses_the_box_area_and_bad_files_are_data_errors(tmp_path):
+    annotations = [{"image_id": 1, "bbox": [8, 8, 16, 32]}, {"image_id": 1, "bbox": [0, 0, 4, 6]}]
+    root = write_coco(tmp_path, [{"id": 1, "height": 64, "width": 64}], annotations)
+    path = root / "annotations" / "instances_val2017.json"
+    payload = json.loads(path.read_text())
+    payload["annotations"][1]["area"] = 99.0
+    del payload["annotations"][0]["area"]
+    path.write_text(json.dumps(payload))
+    assert load_split_ground_truth(path, 64, 64).areas.tolist() == [16 * 32, 99.0]
+    payload["annotations"][0]["bbox"] = [8, 8, 16, float("nan")]
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=r"annotations\[0\] in .*instances_val2017\.json has no "
+                                        r"finite \[x, y, w, h\] bbox"):
+        load_split_ground_truth(path, 64, 64)
