@@ -64,7 +64,8 @@ def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
         raise DataError(f"data root {root} does not exist", hint=LAYOUT_HINT)
     annotation_file = root / "annotations" / f"instances_{split}.json"
     if not annotation_file.is_file():
-        raise DataError(f"annotations/instances_{split}.json not found under {root}",
+        what = "is not a regular file" if annotation_file.exists() else "not found"
+        raise DataError(f"annotations/instances_{split}.json {what} under {root}",
                         hint=LAYOUT_HINT)
     image_dir = root / split
     if not image_dir.is_dir():

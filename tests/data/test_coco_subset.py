@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,11 @@ def test_subset_refuses_bad_requests(mini_root: Path, tmp_path: Path) -> None:
 def test_subset_of_real_coco_tiny(coco_tiny_root: Path, tmp_path: Path) -> None:
     out = write_coco_subset(coco_tiny_root, "val2017", 10, tmp_path / "real", seed=0)
     _check_round_trip(coco_tiny_root, out, "val2017", 10)
+
+
+def test_subset_says_when_the_annotation_file_is_not_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    os.mkfifo(tmp_path / "annotations" / "instances_val2017.json")
+    with pytest.raises(DataError, match="instances_val2017.json is not a regular file under"):
+        write_coco_subset(tmp_path, "val2017", 1, tmp_path / "out")
