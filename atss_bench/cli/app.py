@@ -1,15 +1,25 @@
 """The Typer application, its error mapping and shared console helpers."""
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 from typer.core import TyperGroup
 
 from atss_bench.errors import AtssBenchError
+from atss_bench.store import printable
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def shown(value: Any) -> str:
+    """Record text for a Rich string: markup and terminal control characters shown literally
+    (anything read from a results folder is data)."""
+    return escape(printable(str(value), 1000))
 
 
 def print_error(exc: AtssBenchError) -> None:

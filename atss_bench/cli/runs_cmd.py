@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atss_bench.cli.app import app, console, err_console
+from atss_bench.cli.app import app, console, err_console, shown
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
 from atss_bench.cli.submit_cmd import print_job_states, warn_tracked_store
 from atss_bench.job import (PlannedRun, RunOutcome, plan_runs, refuse_conflicts,
@@ -222,10 +222,6 @@ def _recipe_records(frame: pd.DataFrame, recipe_path: Path, profile: str,
     return out
 
 
-def _shown(value: Any) -> str:
-    """Record text for a Rich string: markup and terminal control characters shown literally."""
-    return escape(printable(str(value), 1000))
-
 
 def _print_warning(line: str) -> None:
     """A skipped record: one line; record text is data, shown literally, never as markup."""
@@ -265,8 +261,8 @@ def status_command(
         table.add_column(column, no_wrap=column in ("run_id", "state", "progress"))
     for r in records:
         ap, seed = _value(r, "AP"), _value(r, "seed")
-        table.add_row(_shown(_value(r, "table") or ""), _shown(r["row_id"]),
-                      "-" if seed is None else str(seed), _shown(r["run_id"]),
+        table.add_row(shown(_value(r, "table") or ""), shown(r["row_id"]),
+                      "-" if seed is None else str(seed), shown(r["run_id"]),
                       _styled(r["status"]), _progress_text(r),
                       "-" if ap is None else f"{ap:.1f}", _age(r, now))
     console.print(table)
@@ -274,18 +270,18 @@ def status_command(
         reason = _value(r, "reason") or ""
         if r["status"] in ("failed", "timed-out", "cancelled") or reason.startswith("stale"):
             run_dir = Path(r["run_dir"])
-            what = _shown(f"{r['row_id']} [{r['run_id']}]: {reason or 'no reason recorded'}")
+            what = shown(f"{r['row_id']} [{r['run_id']}]: {reason or 'no reason recorded'}")
             console.print(f"[red]{r['status']}[/] {what}", highlight=False)
             console.print(f"  log: {printable(str(run_dir / rd.LOG), 1000)}  traceback: "
                           f"{printable(str(run_dir / rd.ERROR), 1000)}", highlight=False,
                           markup=False)
         elif retrain := _value(r, "retrain_failed"):
-            what = _shown(f"{r['row_id']} [{r['run_id']}]: {retrain}")
+            what = shown(f"{r['row_id']} [{r['run_id']}]: {retrain}")
             console.print(f"[yellow]retrain failed[/] {what} (the previous result is kept; see "
-                          f"{_shown(str(Path(r['run_dir']) / RETRAIN_DIR / rd.ERROR))})",
+                          f"{shown(str(Path(r['run_dir']) / RETRAIN_DIR / rd.ERROR))})",
                           highlight=False)
-    shown = {r["run_id"] for r in records}
-    print_job_states([job for job in jobs if job.run_id in shown])  # job ids, logs, errors
+    listed = {r["run_id"] for r in records}
+    print_job_states([job for job in jobs if job.run_id in listed])  # job ids, logs, errors
 
 
 # --- results export ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from atss_bench.cli.app import app, console, err_console
+from atss_bench.cli.app import app, console, err_console, shown
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
 from atss_bench.job import failure_reason
 from atss_bench.job import rundir as rd
@@ -40,10 +40,6 @@ def _styled(state: str) -> str:
     style = STATE_STYLE.get(state, "")
     return f"[{style}]{state}[/]" if style else escape(state)
 
-
-def _shown(value: Any) -> str:
-    """Record text for a Rich string: markup and terminal control characters shown literally."""
-    return escape(printable(str(value), 1000))
 
 
 def _print(text: str) -> None:
@@ -132,9 +128,9 @@ def job_table(results_dir: Path, jobs: Sequence[JobState], title: str = "jobs") 
     for column in ("job", "row", "seed", "run_id", "state", "scheduler", "progress", "result"):
         table.add_column(column, no_wrap=column in ("job", "run_id", "state"))
     for job in jobs:
-        table.add_row(job.job_id, _shown(job.row_id), str(job.seed), _shown(job.run_id),
-                      _styled(job.state), _shown(job.scheduler_state or "-"),
-                      _progress(results_dir, job.run_id), _shown(_result_text(results_dir, job)))
+        table.add_row(job.job_id, shown(job.row_id), str(job.seed), shown(job.run_id),
+                      _styled(job.state), shown(job.scheduler_state or "-"),
+                      _progress(results_dir, job.run_id), shown(_result_text(results_dir, job)))
     return table
 
 
@@ -147,8 +143,8 @@ def print_job_states(jobs: Sequence[JobState]) -> None:
         scheduler = f" ({job.scheduler_state})" if job.scheduler_state else ""
         if job.unreachable:
             scheduler = " (scheduler unreachable: squeue and sacct failed; may still be queued)"
-        console.print(f"{_styled(job.state)} {_shown(f'{job.row_id} [{job.run_id}]')}: "
-                      f"{_shown(f'{job.cluster} job {job.job_id}{scheduler}')}", highlight=False)
+        console.print(f"{_styled(job.state)} {shown(f'{job.row_id} [{job.run_id}]')}: "
+                      f"{shown(f'{job.cluster} job {job.job_id}{scheduler}')}", highlight=False)
         if job.state not in (rd.PENDING, rd.RUNNING) and job.error_line:
             console.print(f"  error: {printable(job.error_line)}", highlight=False, markup=False)
         if job.stdout or job.stderr:  # from the store layout, never the paths a record names
