@@ -26,13 +26,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from atss_bench.config import ExperimentConfig, config_hash
+from atss_bench.data.identity import DatasetIdentity
 from atss_bench.engine.checkpoint import (capture_rng_state, load_checkpoint,
                                           load_latest_checkpoint, restore_rng_state,
                                           save_checkpoint)
 from atss_bench.engine.distributed import (DistInfo, broadcast_from_main, gather_to_main,
                                            init_distributed, shutdown_distributed)
 from atss_bench.engine.inference import evaluate_model
-from atss_bench.data.identity import DatasetIdentity
 from atss_bench.engine.loaders import (build_train_batches, build_train_dataset,
                                        identify_dataset, prepare_dataset_root)
 from atss_bench.engine.monitor import JsonlLog
