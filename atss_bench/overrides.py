@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.metadata
+import re
 from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
 
-from atss_bench.config import ASSIGN_CONFIGS, ExperimentConfig
+from atss_bench.config import (
+    ASSIGN_CONFIGS, ASSIGNERS_ENTRY_POINT_GROUP, PLUGIN_STRATEGY, PLUGIN_STRATEGY_MAX,
+    PLUGIN_TAG, ExperimentConfig,
+)
 from atss_bench.errors import ConfigError
 from atss_bench.yamlio import parse_yaml
 
@@ -54,13 +59,13 @@ def _unknown_key(dotted: str, tree: Mapping[str, Any], where: str) -> ConfigErro
 
 def _set(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     if dotted == ASSIGN_KEY + ".strategy":
-        variant = ASSIGN_CONFIGS.get(value) if isinstance(value, str) else None
-        if variant is None:
-            raise ConfigError(
-                f"{where}: '{dotted}' must be one of {sorted(ASSIGN_CONFIGS)}, got {value!r}",
-                hint="the sample-selection rules are max_iou, fcos, topk_scale and atss",
-            )
-        tree["model"]["assign"] = variant().model_dump()
+        tree["model"]["assign"] = _assign_defaults(value, where)
+        return
+    if dotted.startswith(ASSIGN_KEY + ".params.") and isinstance(
+            tree["model"]["assign"].get("params"), dict):
+        # A plug-in's params are its function's keyword arguments, checked when it is resolved.
+        tree["model"]["assign"]["params"][dotted.removeprefix(ASSIGN_KEY + ".params.")] = \
+            copy.deepcopy(value)
         return
     *parents, leaf = dotted.split(".")
     node: Any = tree
@@ -71,6 +76,27 @@ def _set(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     if leaf not in node:
         raise _unknown_key(dotted, tree, where)
     node[leaf] = copy.deepcopy(value)
+
+
+def _assign_defaults(strategy: Any, where: str) -> dict[str, Any]:
+    """The assign section of ``strategy`` with its default params (a plug-in: no params yet)."""
+    variant = ASSIGN_CONFIGS.get(strategy) if isinstance(strategy, str) else None
+    if variant is not None:
+        return variant().model_dump()
+    if (isinstance(strategy, str) and len(strategy) <= PLUGIN_STRATEGY_MAX
+            and re.fullmatch(PLUGIN_STRATEGY, strategy)
+            and (":" in strategy or _is_entry_point(strategy))):
+        return {"strategy": strategy, "params": {}}
+    raise ConfigError(
+        f"{where}: '{ASSIGN_KEY}.strategy' must be one of {sorted(ASSIGN_CONFIGS)} or a "
+        f"plug-in (pkg.module:function, file.py:function, entry-point name), got {strategy!r:.200}",
+        hint="the built-in sample-selection rules are " + ", ".join(ASSIGN_CONFIGS),
+    )
+
+
+def _is_entry_point(name: str) -> bool:
+    """An installed plug-in of that name (package metadata only: nothing is imported)."""
+    return bool(importlib.metadata.entry_points(group=ASSIGNERS_ENTRY_POINT_GROUP, name=name))
 
 
 def _strategy_first(items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -104,7 +130,8 @@ def validate_config(tree: Mapping[str, Any], where: str) -> ExperimentConfig:
     except ValidationError as exc:
         error = exc.errors()[0]
         # Drop the union tag pydantic inserts (model.assign.atss.topk -> model.assign.topk).
-        loc = ".".join(str(p) for p in error["loc"] if p not in ASSIGN_CONFIGS)
+        loc = ".".join(str(p) for p in error["loc"]
+                       if p not in ASSIGN_CONFIGS and p != PLUGIN_TAG)
         value = error.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
         more = f" and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""

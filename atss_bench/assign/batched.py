@@ -8,14 +8,15 @@ to bound memory).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from atss_bench.assign._common import check_inputs, empty_result
-from atss_bench.assign.table import AssignFn, get_assigner
+from atss_bench.assign.plugins import PREDICTION_INPUTS
+from atss_bench.assign.table import AssignFn, get_assigner, rule_inputs
 
 # Devices on which assign_batched makes one padded call instead of a loop over images.
 PADDED_DEVICES = ("cuda",)
@@ -37,12 +38,40 @@ def assign_batched(
     Returns int64 [B, N]: row b is ``assign(strategy, anchors, num_anchors_per_level,
     gt_boxes[b][gt_valid[b]], **params)`` with each GT index turned into its slot in gt_boxes[b]
     (the same numbers when the valid slots come first). Invalid slots are never matched.
+    A prediction-aware rule also gets its inputs among ``params``, batched: gt_labels [B, M],
+    pred_scores [B, N, C], pred_boxes [B, N, 4] (those it does not ask for are dropped).
     """
+    params = dict(params)
+    given = {name: params.pop(name) for name in PREDICTION_INPUTS if name in params}
     assigner = get_assigner(strategy, params)
+    return run_assigner(assigner, anchors, num_anchors_per_level, gt_boxes, gt_valid, params,
+                        select_inputs(strategy, assigner, given))
+
+
+def select_inputs(strategy: str, assigner: AssignFn, given: Mapping[str, Tensor]
+                  ) -> dict[str, Tensor]:
+    """The prediction inputs ``assigner`` asks for, from ``given`` (ValueError: one missing)."""
+    wanted = rule_inputs(assigner)
+    missing = [name for name in wanted if name not in given]
+    if missing:
+        raise ValueError(f"assign strategy {strategy!r} needs {', '.join(missing)}")
+    return {name: given[name] for name in wanted}
+
+
+def run_assigner(
+    assigner: AssignFn,
+    anchors: Tensor,
+    num_anchors_per_level: Sequence[int],
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, Tensor] | None = None,
+) -> Tensor:
+    """``assign_batched`` for a rule already checked by ``get_assigner``. -> [B, N]"""
     check_inputs(anchors, num_anchors_per_level, gt_boxes, gt_valid)
-    if anchors.device.type in PADDED_DEVICES:
-        return run_padded(assigner, anchors, num_anchors_per_level, gt_boxes, gt_valid, params)
-    return run_per_image(assigner, anchors, num_anchors_per_level, gt_boxes, gt_valid, params)
+    run = run_padded if anchors.device.type in PADDED_DEVICES else run_per_image
+    return run(assigner, anchors, num_anchors_per_level, gt_boxes, gt_valid, dict(params),
+               dict(inputs or {}))
 
 
 def run_per_image(
@@ -52,13 +81,18 @@ def run_per_image(
     gt_boxes: Tensor,
     gt_valid: Tensor,
     params: dict[str, Any],
+    inputs: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """One call per image on its valid GTs only; GT indices mapped back to slots. -> [B, N]"""
+    inputs = inputs or {}
     rows = []
-    for boxes, valid in zip(gt_boxes, gt_valid):
+    for b, (boxes, valid) in enumerate(zip(gt_boxes, gt_valid)):
         slots = valid.nonzero()[:, 0]  # [M_b]
         ones = torch.ones((1, len(slots)), dtype=torch.bool, device=valid.device)
-        matched = assigner(anchors, num_anchors_per_level, boxes[slots][None], ones, **params)[0]
+        image_inputs = {name: (value[b][slots] if name == "gt_labels" else value[b])[None]
+                        for name, value in inputs.items()}
+        matched = assigner(anchors, num_anchors_per_level, boxes[slots][None], ones,
+                           **image_inputs, **params)[0]
         if len(slots):
             matched = torch.where(matched >= 0, slots[matched.clamp(min=0)], matched)  # [N]
         rows.append(matched)
@@ -74,21 +108,24 @@ def run_padded(
     gt_boxes: Tensor,
     gt_valid: Tensor,
     params: dict[str, Any],
+    inputs: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Padded calls over chunks of images, trailing all-invalid slots trimmed. -> [B, N]"""
+    inputs = inputs or {}
     batch_size, num_anchors = gt_boxes.shape[0], anchors.shape[0]
     used_slots = gt_valid.any(dim=0).nonzero()  # [S, 1] slots valid in some image
     num_slots = int(used_slots.max()) + 1 if used_slots.numel() else 0
     if num_slots == 0 or num_anchors == 0:
         return empty_result(batch_size, num_anchors, anchors.device)
     gt_boxes, gt_valid = gt_boxes[:, :num_slots], gt_valid[:, :num_slots]
+    if "gt_labels" in inputs:
+        inputs = {**inputs, "gt_labels": inputs["gt_labels"][:, :num_slots]}
     images_per_call = max(1, MAX_PAIRS_PER_CALL // (num_anchors * num_slots))
-    results = [
-        assigner(
-            anchors, num_anchors_per_level,
-            gt_boxes[start:start + images_per_call], gt_valid[start:start + images_per_call],
-            **params,
-        )
-        for start in range(0, batch_size, images_per_call)
-    ]
+    results = []
+    for start in range(0, batch_size, images_per_call):
+        chunk = slice(start, start + images_per_call)
+        results.append(assigner(
+            anchors, num_anchors_per_level, gt_boxes[chunk], gt_valid[chunk],
+            **{name: value[chunk] for name, value in inputs.items()}, **params,
+        ))
     return torch.cat(results, dim=0)  # [B, N]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from atss_bench.cli.app import app, console
 from atss_bench.cli.recipes_cmd import parse_sets
+from atss_bench.cli.report_cmd import RESULTS_HELP
 from atss_bench.errors import ConfigError
 
 DATA_KINDS = ("mini", "coco")
@@ -28,7 +29,8 @@ def inspect_assign_command(
         None, "--profile", "-p", help="Resize, anchors and data (default: mini with --data "
                                       "mini, else full)."),
     rules: Optional[str] = typer.Option(
-        None, "--rules", help="Comma-separated rules (default: max_iou,fcos,topk_scale,atss)."),
+        None, "--rules", help="Comma-separated rules: built-in names or plug-ins "
+        "(pkg.module:function, file.py:function) (default: max_iou,fcos,topk_scale,atss)."),
     images: int = typer.Option(2, "--images", min=0, help="Pictures of the first N images."),
     image_id: Optional[list[int]] = typer.Option(None, "--image-id",
                                                  help="Picture of this image (repeatable)."),
@@ -36,10 +38,17 @@ def inspect_assign_command(
         None, "--out", help="Output folder (default results/inspect/<dataset>)."),
     sets: Optional[list[str]] = typer.Option(
         None, "--set", help="Override key=value (model.assign.* only with a single rule)."),
+    checkpoint: Optional[str] = typer.Option(
+        None, "--checkpoint", help="A trained run (its folder, its id in --results, or a "
+        "checkpoint file) whose predictions feed task_aligned, simota and other "
+        "prediction-aware rules."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
 ) -> None:
     """Positives per GT, per pyramid level, by object size and aspect ratio, for each rule."""
     from atss_bench.inspect import RULES, resolve_dataset_root, resolve_rule_configs
     from atss_bench.inspect.run import run_inspection
+    from atss_bench.inspect.trained import load_trained_model
+    from atss_bench.store import resolve_results_dir
 
     if data is not None and data not in DATA_KINDS:
         raise ConfigError(f"--data {data!r}: expected one of {', '.join(DATA_KINDS)}",
@@ -50,12 +59,17 @@ def inspect_assign_command(
     if data is not None:
         overrides["data.kind"] = data
     profile = profile or ("mini" if data == "mini" else "full")
-    configs = resolve_rule_configs(profile, rules or RULES, overrides)
+    configs = resolve_rule_configs(profile, rules or RULES, overrides,
+                                   with_model=checkpoint is not None)
+    model = (load_trained_model(checkpoint, resolve_results_dir(results))
+             if checkpoint is not None else None)
     root = resolve_dataset_root(next(iter(configs.values())), data_root)
     out_dir = out or Path("results") / "inspect" / root.name
     name = f"assign-{split}-{Path(profile).stem}"
     result = run_inspection(root, split, configs, out_dir, image_ids=image_id,
-                            num_images=images, name=name)
+                            num_images=images, name=name, model=model)
+    if model is not None:
+        console.print(model.describe(), highlight=False, markup=False)
     console.print(render_table(result.table, f"{root.name} {split}, profile {profile}"))
     gt = result.ground_truth
     console.print(f"{gt.num_images} images, {gt.num_gt} GT boxes, {len(configs)} rules in "

@@ -8,26 +8,64 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from atss_bench.assign import IGNORE, assign_batched, get_assigner
+from atss_bench.assign import IGNORE, get_assigner, rule_inputs, run_assigner
 from atss_bench.boxes import box_centers, ltrb_distances
 
 
 @dataclass(frozen=True)
 class Assigner:
-    """A sample-selection rule with its params bound: an ``atss_bench.assign`` strategy + kwargs."""
+    """A sample-selection rule with its params bound: an ``atss_bench.assign`` strategy + kwargs.
+
+    ``inputs``: the prediction inputs the rule asks for (``atss_bench.assign.PREDICTION_INPUTS``);
+    the detector computes and passes only those. ``warmup``: the rule used instead for the first
+    ``warmup_iters`` training steps (TOOD's ATSS warm-up, while predictions are still noise).
+    """
 
     strategy: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    warmup: "Assigner | None" = None
+    warmup_iters: int = 0
 
     def __post_init__(self) -> None:
-        get_assigner(self.strategy, self.params)  # ConfigError now, not at the first step
-        object.__setattr__(self, "params", dict(self.params))  # own copy (and picklable)
+        # ConfigError now, not at the first step; plug-ins are imported once, here.
+        object.__setattr__(self, "_fn", get_assigner(self.strategy, self.params))
+        object.__setattr__(self, "params", dict(self.params))  # own copy
+        if self.warmup_iters and self.warmup is None:
+            raise ValueError("warmup_iters needs a warmup rule")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return rule_inputs(self._fn)  # type: ignore[attr-defined]
+
+    def at_step(self, step: int) -> "Assigner":
+        """The rule in force at training step ``step`` (0-based)."""
+        if self.warmup is not None and step < self.warmup_iters:
+            return self.warmup
+        return self
 
     def __call__(self, anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor,
-                 gt_valid: Tensor) -> Tensor:
-        """anchors [N, 4], gt_boxes [B, M, 4] padded, gt_valid [B, M] -> int64 [B, N]."""
-        return assign_batched(self.strategy, anchors, num_anchors_per_level, gt_boxes, gt_valid,
-                              **self.params)
+                 gt_valid: Tensor, **inputs: Tensor) -> Tensor:
+        """anchors [N, 4], gt_boxes [B, M, 4] padded, gt_valid [B, M] -> int64 [B, N].
+
+        ``inputs``: batched prediction inputs (gt_labels [B, M], pred_scores [B, N, C],
+        pred_boxes [B, N, 4]); those the rule does not ask for are dropped.
+        """
+        wanted = {name: inputs[name] for name in self.inputs if name in inputs}
+        if len(wanted) != len(self.inputs):
+            missing = sorted(set(self.inputs) - set(wanted))
+            raise ValueError(f"assign strategy {self.strategy!r} needs {', '.join(missing)}")
+        return run_assigner(self._fn, anchors, num_anchors_per_level,  # type: ignore[attr-defined]
+                            gt_boxes, gt_valid, self.params, wanted)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable: the function is found again from its name (plug-ins re-imported).
+        return {"strategy": self.strategy, "params": self.params, "warmup": self.warmup,
+                "warmup_iters": self.warmup_iters}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        self.__post_init__()
 
 
 @dataclass
@@ -63,10 +101,16 @@ def pad_targets(targets: Sequence[Mapping[str, Tensor]], device: torch.device
 
 
 def build_targets(assigner: Assigner, anchors: Tensor, num_anchors_per_level: Sequence[int],
-                  targets: Sequence[Mapping[str, Tensor]], num_classes: int) -> BatchTargets:
-    """Assign every anchor of every image and gather what the losses need."""
+                  targets: Sequence[Mapping[str, Tensor]], num_classes: int,
+                  predictions: Mapping[str, Tensor] | None = None) -> BatchTargets:
+    """Assign every anchor of every image and gather what the losses need.
+
+    ``predictions``: detached pred_scores [B, N, C] / pred_boxes [B, N, 4] for a rule that asks
+    for them (``assigner.inputs``); gt_labels come from ``targets``.
+    """
     gt_boxes, gt_labels, gt_valid = pad_targets(targets, anchors.device)
-    matched = assigner(anchors, num_anchors_per_level, gt_boxes, gt_valid)  # [B, N]
+    inputs = {**(predictions or {}), "gt_labels": gt_labels}
+    matched = assigner(anchors, num_anchors_per_level, gt_boxes, gt_valid, **inputs)  # [B, N]
     positive = matched >= 0
     slot = matched.clamp(min=0)  # [B, N]
     labels = torch.gather(gt_labels, 1, slot) if gt_labels.shape[1] else slot  # [B, N]

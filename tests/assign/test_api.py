@@ -28,7 +28,7 @@ def small_anchors() -> tuple[torch.Tensor, list[int]]:
 
 def test_label_space_and_table_are_fixed():
     assert (BACKGROUND, IGNORE) == (-1, -2)
-    assert list(ASSIGNERS) == ["max_iou", "fcos", "topk_scale", "atss"]
+    assert list(ASSIGNERS) == ["max_iou", "fcos", "topk_scale", "atss", "task_aligned", "simota"]
 
 
 def test_unknown_strategy_is_a_config_error_naming_it():
