@@ -23,10 +23,12 @@ BOX_CODER_CLAMP = math.log(1000.0 / 16)
 _HALF_SIZE_GRID = 256.0
 
 
-def _location_centers(height: int, width: int, stride: int, device, dtype) -> Tensor:
-    """Centres ((x + 0.5) * stride, (y + 0.5) * stride) of a [height, width] map, row-major."""
-    xs = (torch.arange(width, device=device, dtype=torch.float64) + 0.5) * stride
-    ys = (torch.arange(height, device=device, dtype=torch.float64) + 0.5) * stride
+def _location_centers(height: int, width: int, stride: int, device, dtype,
+                      offset: float = 0.5) -> Tensor:
+    """Centres ((x + offset) * stride, (y + offset) * stride) of a [height, width] map,
+    row-major."""
+    xs = (torch.arange(width, device=device, dtype=torch.float64) + offset) * stride
+    ys = (torch.arange(height, device=device, dtype=torch.float64) + offset) * stride
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=1).to(dtype)  # [H*W, 2]
 
@@ -55,12 +57,15 @@ def generate_anchors(
     aspect_ratios: Sequence[float],
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    offset: float = 0.5,
 ) -> list[Tensor]:
     """Anchors of every level: a list of [H*W*A, 4] tensors (layout in the module docstring).
 
     The anchor of scale i and ratio r (= h / w) at a location with centre c has
     base = octave_base_scale * stride * 2 ** (i / scales_per_octave), w = base / sqrt(r),
     h = base * sqrt(r), and box c -/+ (w/2, h/2), half-sizes rounded to 1/256 px.
+    The centre of feature cell (x, y) is ((x + offset) * stride, (y + offset) * stride): 0.5 is
+    the official ATSS / FCOS grid, 0.0 torchvision's AnchorGenerator.
     """
     if len(feature_sizes) != len(strides):
         raise ValueError(f"{len(feature_sizes)} feature sizes but {len(strides)} strides")
@@ -71,7 +76,8 @@ def generate_anchors(
             device=device, dtype=torch.float64,
         )  # [A, 2]
         base = torch.cat((-half, half), dim=1)  # [A, 4]
-        centers = _location_centers(height, width, stride, device, torch.float64)  # [H*W, 2]
+        centers = _location_centers(height, width, stride, device, torch.float64,
+                                    offset)  # [H*W, 2]
         shifts = centers.repeat(1, 2)  # [H*W, 4]
         anchors = (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)  # [H*W*A, 4]
         anchors_per_level.append(anchors.to(dtype))

@@ -14,7 +14,9 @@ import json
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator,
+)
 
 # numpy.random.seed / default_rng take 0 .. 2**32 - 1: a seed outside fails only in the run.
 SEED_MAX = 2**32 - 1
@@ -56,8 +58,21 @@ class BackboneConfig(Strict):
     norm: Literal["frozen_bn", "bn", "gn"] = "frozen_bn"
     # Width multiplier for the small CPU profile (1.0 = torchvision's network unchanged).
     width: float = Field(1.0, gt=0.0, le=1.0)
-    # Deformable convolutions (DCNv2) in res3-res5, Table 8's "-DCN" rows.
+    # Modulated deformable convolutions (DCNv2) in the 3x3 conv of every block of the stages
+    # ``dcn_stages``, Table 8's "-DCN" rows (official STAGE_WITH_DCN + WITH_MODULATED_DCN).
     dcn: bool = False
+    # Stages (2 = res2 .. 5 = res5) whose blocks get DCN when ``dcn`` is on. The official configs:
+    # R-50 / R-101 res3-res5 ``[3, 4, 5]`` (STAGE_WITH_DCN (False, True, True, True)), ResNeXt
+    # res4-res5 ``[4, 5]`` ((False, False, True, True)).
+    dcn_stages: list[Annotated[int, Field(ge=2, le=5)]] = Field(
+        default_factory=lambda: [3, 4, 5], min_length=1)
+
+    @field_validator("dcn_stages")
+    @classmethod
+    def _stages_sorted(cls, stages: list[int]) -> list[int]:
+        if stages != sorted(set(stages)):
+            raise ValueError("dcn_stages must be increasing, without repeats")
+        return stages
 
 
 class FPNConfig(Strict):
@@ -87,12 +102,19 @@ class HeadConfig(Strict):
     # A trainable scalar per pyramid level multiplying the regression output (Table 1 "Scalar").
     scalar_per_level: bool = True
     prior_prob: float = Field(0.01, gt=0.0, lt=1.0)
+    # The last conv of each tower is a modulated deformable conv (DCNv2, mask = sigmoid), the
+    # official ``MODEL.ATSS.USE_DCN_IN_TOWER`` of the "-DCN" configs (Table 8).
+    dcn_in_tower: bool = False
 
 
 class AnchorConfig(Strict):
     octave_base_scale: float = Field(8.0, gt=0.0)
     scales_per_octave: int = Field(1, ge=1)
     aspect_ratios: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    # Where a location's anchors are centred, as a fraction of the stride: 0.5 puts the centre of
+    # feature cell (x, y) at ((x + 0.5) S, (y + 0.5) S) (official ATSS / FCOS); 0.0 at (x S, y S)
+    # (torchvision's AnchorGenerator, detectron2's ANCHOR_GENERATOR.OFFSET default).
+    offset: float = Field(0.5, ge=0.0, lt=1.0)
 
     @field_validator("aspect_ratios")
     @classmethod
@@ -159,12 +181,75 @@ class ATSSAssign(Strict):
     topk: int = Field(9, ge=1)
 
 
-AssignConfig = Annotated[
-    Union[MaxIoUAssign, FCOSAssign, TopkScaleAssign, ATSSAssign], Field(discriminator="strategy")
-]
-ASSIGN_CONFIGS: dict[str, type[Strict]] = {
+class TaskAlignedAssign(Strict):
+    """TOOD's task-aligned assignment (prediction-aware: ``atss_bench.assign.tood``)."""
+
+    strategy: Literal["task_aligned"] = "task_aligned"
+    topk: int = Field(13, ge=1)
+    alpha: float = Field(1.0, ge=0.0)
+    beta: float = Field(6.0, ge=0.0)
+    # TOOD's warm-up: ATSS (topk 9) for the first N training steps, while predictions are
+    # garbage (TOOD: the first 4 of 12 epochs). 0: task-aligned from the first step.
+    warmup_iters: int = Field(0, ge=0)
+
+
+class SimOTAAssign(Strict):
+    """YOLOX's SimOTA dynamic-k assignment (prediction-aware: ``atss_bench.assign.simota``)."""
+
+    strategy: Literal["simota"] = "simota"
+    center_radius: float = Field(2.5, gt=0.0)
+    candidate_topk: int = Field(10, ge=1)
+    iou_weight: float = Field(3.0, ge=0.0)
+    cls_weight: float = Field(1.0, ge=0.0)
+
+
+# A plug-in rule: "pkg.module:function", "path/to/file.py:function" or an entry-point name.
+PLUGIN_STRATEGY = (r"^(?:[A-Za-z_][\w.]*|[^:\x00-\x1f]{1,250}\.py):[A-Za-z_]\w*$"
+                   r"|^[A-Za-z_][\w.-]{0,99}$")
+PLUGIN_STRATEGY_MAX = 300
+ASSIGNERS_ENTRY_POINT_GROUP = "atss_bench.assigners"  # plug-ins named by an installed package
+PluginParam = Union[bool, int, float, str, None, list[Any]]
+
+
+class PluginAssign(Strict):
+    """A user's rule, named by import path or entry point, with its keyword params.
+
+    ``rule`` (the qualified name) and ``source_sha256`` (of its module's source) are filled in
+    where a recipe or flag is read (``atss_bench.assign.plugins.resolve_plugin_config``), never
+    by reading a stored config, and are part of the run id: editing the rule makes new runs.
+    """
+
+    strategy: str = Field(pattern=PLUGIN_STRATEGY, max_length=PLUGIN_STRATEGY_MAX)
+    params: dict[str, PluginParam] = Field(default_factory=dict)
+    rule: str = ""
+    source_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+
+
+BUILTIN_ASSIGN_CONFIGS: dict[str, type[Strict]] = {
     "max_iou": MaxIoUAssign, "fcos": FCOSAssign, "topk_scale": TopkScaleAssign, "atss": ATSSAssign,
+    "task_aligned": TaskAlignedAssign, "simota": SimOTAAssign,
 }
+PLUGIN_TAG = "plugin"
+
+
+def _assign_tag(value: Any) -> str:
+    """Union tag: a built-in strategy's own name, anything else a plug-in."""
+    strategy = value.get("strategy", "atss") if isinstance(value, dict) else getattr(
+        value, "strategy", None)
+    return strategy if strategy in BUILTIN_ASSIGN_CONFIGS else PLUGIN_TAG
+
+
+AssignConfig = Annotated[
+    Union[
+        Annotated[MaxIoUAssign, Tag("max_iou")], Annotated[FCOSAssign, Tag("fcos")],
+        Annotated[TopkScaleAssign, Tag("topk_scale")], Annotated[ATSSAssign, Tag("atss")],
+        Annotated[TaskAlignedAssign, Tag("task_aligned")], Annotated[SimOTAAssign, Tag("simota")],
+        Annotated[PluginAssign, Tag(PLUGIN_TAG)],
+    ],
+    Discriminator(_assign_tag),
+]
+# Strategy name -> config class: the built-ins, by name (plug-ins are PluginAssign).
+ASSIGN_CONFIGS: dict[str, type[Strict]] = dict(BUILTIN_ASSIGN_CONFIGS)
 
 
 class LossConfig(Strict):
@@ -175,7 +260,45 @@ class LossConfig(Strict):
     smooth_l1_beta: float = Field(1.0 / 9.0, ge=0.0)
     # Weight each positive's regression loss by its centerness target (official ATSS / FCOS).
     weight_by_centerness: bool = True
+    # What the losses are divided by. "mean_pos": the positives averaged over processes (official
+    # ATSS / FCOS). "retinanet": maskrcnn-benchmark's RetinaNet: this process's own positives, plus
+    # its number of images for the classification loss (``/ (num_pos + N)``).
+    normalizer: Literal["mean_pos", "retinanet"] = "mean_pos"
     centerness_weight: float = Field(1.0, ge=0.0)
+
+
+ScaleRange = tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(gt=0.0)]]
+
+
+class TestAugConfig(Strict):
+    """Test-time augmentation over the test scales (``data.test_min_size`` first, then
+    ``data.test_extra_sizes``): the official ATSS ``TEST.BBOX_AUG`` (``engine.tta``). The
+    defaults are the plain multi-scale test: no flip, no size ranges, class-wise NMS."""
+
+    # Also detect on the horizontally flipped image at every scale (official H_FLIP and
+    # SCALE_H_FLIP, both on for Table 8).
+    flip: bool = False
+    # Longer-side cap of the extra scales >= test_min_size (official MAX_SIZE 3000; smaller ones
+    # keep data.max_size). None: the cap grows with the scale, data.max_size * size / test_min_size.
+    max_size: Size | None = None
+    # One (lo, hi) per data.test_extra_sizes entry (official SCALE_RANGES): that scale keeps the
+    # boxes with lo^2 < w * h < hi^2, measured in that scale's resized pixels. [] = keep all.
+    scale_ranges: list[ScaleRange] = Field(default_factory=list)
+    # How the pooled detections are merged per class: "nms" (model.test.nms_thresh), "vote" or
+    # "soft_vote" (box voting at vote_thresh; the official Table 8 test is "soft_vote" at 0.66).
+    merge: Literal["nms", "vote", "soft_vote"] = "nms"
+    vote_thresh: float = Field(0.66, ge=0.0, le=1.0)
+    # Detections kept per image after merging; None: model.test.detections_per_img. The official
+    # merge keeps MODEL.ATSS.PRE_NMS_TOP_N = 1000.
+    detections_per_img: int | None = Field(None, ge=1)
+
+    @field_validator("scale_ranges")
+    @classmethod
+    def _ranges_ordered(cls, ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for lo, hi in ranges:
+            if not lo < hi:
+                raise ValueError(f"scale range ({lo}, {hi}): lo must be below hi")
+        return ranges
 
 
 class TestConfig(Strict):
@@ -183,6 +306,11 @@ class TestConfig(Strict):
     pre_nms_top_n: int = Field(1000, ge=1)
     nms_thresh: float = Field(0.6, ge=0.0, le=1.0)
     detections_per_img: int = Field(100, ge=1)
+    # What score_thresh applies to: "cls", the class probability alone (official ATSS / FCOS),
+    # or "score", the final score sqrt(cls x centerness) (torchvision's FCOS). Same without a
+    # centerness branch.
+    threshold_on: Literal["cls", "score"] = "cls"
+    aug: TestAugConfig = Field(default_factory=TestAugConfig)
 
 
 class ModelConfig(Strict):
@@ -263,6 +391,17 @@ class ExperimentConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: Seed = 0
 
+    @model_validator(mode="after")
+    def _scale_ranges_match_test_sizes(self) -> "ExperimentConfig":
+        ranges, sizes = self.model.test.aug.scale_ranges, self.data.test_extra_sizes
+        if ranges and len(ranges) != len(sizes):
+            raise ValueError(f"model.test.aug.scale_ranges has {len(ranges)} ranges for "
+                             f"{len(sizes)} data.test_extra_sizes: give one per extra size")
+        if ranges and len({*sizes, self.data.test_min_size}) != len(sizes) + 1:
+            raise ValueError("with model.test.aug.scale_ranges, data.test_extra_sizes must be "
+                             "distinct and differ from data.test_min_size")
+        return self
+
 
 # Knobs that say where or how fast a run happens, not what it computes: left out of the run id.
 RUNTIME_KEYS: frozenset[str] = frozenset({
@@ -276,6 +415,12 @@ HASH_NEUTRAL: dict[str, Any] = {
     "train.optimizer": "sgd",
     "data.mini.category_hue": False,  # generator v1 coloured objects at random
     "data.aspect_ratio_grouping": False,
+    "model.test.aug": TestAugConfig().model_dump(mode="json"),  # plain multi-scale test
+    "model.backbone.dcn_stages": [3, 4, 5],  # DCN stages before the knob existed
+    "model.head.dcn_in_tower": False,
+    "model.loss.normalizer": "mean_pos",
+    "model.anchors.offset": 0.5,  # official anchor centres
+    "model.test.threshold_on": "cls",  # official candidate threshold
 }
 
 

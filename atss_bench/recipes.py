@@ -5,7 +5,12 @@ the paper's label, its own overrides and the paper's metrics) and a ``layout`` s
 report draws the table. Profiles (``recipes/profiles/*.yaml``) overlay the scale of the run
 (full COCO vs. CPU mini-COCO). Resolution order, later wins:
 
-    defaults <- recipe.base <- profile.set <- recipe.profiles[profile] <- row.set <- --set
+    defaults <- recipe.base <- profile.set <- recipe.profiles[profile] <- row.set
+             <- row.profiles[profile] <- --set
+
+``row.profiles`` holds what one row needs under one profile only: e.g. the official RetinaNet
+settings of a baseline row in ``full``, where the CPU profiles keep the settings their committed
+records were made with (docs/fidelity.md).
 """
 from __future__ import annotations
 
@@ -17,14 +22,18 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from atss_bench.config import ExperimentConfig, Strict, config_hash
+from atss_bench.config import ExperimentConfig, PluginAssign, Strict, config_hash
 from atss_bench.errors import ConfigError
 from atss_bench.overrides import apply_overrides, default_tree, validate_config
 from atss_bench.yamlio import load_yaml_mapping
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Metric = Literal["AP", "AP50", "AP75", "APs", "APm", "APl"]
-BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+# The recipes shipped with atss-bench: the wheel's copy (setup.py packs recipes/ as the package
+# data atss_bench/_recipes), else the checkout's recipes/ (editable install, running from a clone).
+_PACKAGED_RECIPES = Path(__file__).resolve().parent / "_recipes"
+BUILTIN_RECIPES = _PACKAGED_RECIPES if _PACKAGED_RECIPES.is_dir() \
+    else Path(__file__).resolve().parent.parent / "recipes"
 # A recipe's table and a profile's name become part of job names (``atss-table7-mini``), file
 # names and report headings, so they are short identifiers: no spaces, quotes or newlines.
 TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
@@ -78,6 +87,8 @@ class RecipeRow(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     label: str
     set: dict[str, Any] = Field(default_factory=dict)
+    # Profile name -> overrides applied after ``set`` when the row runs under that profile.
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     paper: dict[Metric, float] = Field(default_factory=dict)
     checks: list[str] = Field(default_factory=list)
     cell: tuple[str, str] | None = None
@@ -141,18 +152,39 @@ class Recipe(Strict):
         out = []
         for row in selected:
             row_tree = apply_overrides(tree, row.set, f"{where}: rows[{row.id}].set")
+            row_tree = apply_overrides(row_tree, row.profiles.get(prof.name, {}),
+                                       f"{where}: rows[{row.id}].profiles.{prof.name}")
             row_tree = apply_overrides(row_tree, overrides or {}, "--set")
             # Checked before the arithmetic: a seed of "abc" or 1.5 is an error naming the key.
             base_seed = validate_config(row_tree, f"{where}: row '{row.id}'").seed
             for offset in range(seeds):
                 row_tree["seed"] = base_seed + offset
-                config = validate_config(row_tree, f"{where}: row '{row.id}'")
+                config = resolve_rule(validate_config(row_tree, f"{where}: row '{row.id}'"),
+                                      f"{where}: row '{row.id}'")
                 out.append(Experiment(
                     run_id=config_hash(config), row_id=row.id, label=row.label,
                     recipe=self.path, table=self.table, profile=prof.name,
                     seed=config.seed, config=config, paper=dict(row.paper),
                 ))
         return out
+
+
+def resolve_rule(config: ExperimentConfig, where: str = "") -> ExperimentConfig:
+    """``config`` with a plug-in rule imported, its params checked against its signature and
+    its qualified name and source hash recorded (part of the run id); others unchanged.
+
+    Only for configs from a recipe or flag the user runs: a stored config is never resolved.
+    """
+    if not isinstance(config.model.assign, PluginAssign):
+        return config
+    from atss_bench.assign.plugins import resolve_config_rule  # noqa: PLC0415  (imports torch)
+
+    try:
+        return resolve_config_rule(config)
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
 
 
 @dataclass(frozen=True)
@@ -203,8 +235,13 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe.path = str(path)
     tree = apply_overrides(default_tree(), recipe.base, f"{path}: base")
     for row in recipe.rows:
-        validate_config(apply_overrides(tree, row.set, f"{path}: rows[{row.id}].set"),
-                        f"{path}: row '{row.id}'")
+        row_tree = apply_overrides(tree, row.set, f"{path}: rows[{row.id}].set")
+        where = f"{path}: row '{row.id}'"
+        resolve_rule(validate_config(row_tree, where), where)
+        for name, overlay in row.profiles.items():
+            validate_config(apply_overrides(row_tree, overlay,
+                                            f"{path}: rows[{row.id}].profiles.{name}"),
+                            f"{path}: row '{row.id}' (profile {name})")
     return recipe
 
 

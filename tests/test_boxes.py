@@ -113,3 +113,11 @@ def test_ltrb_distances_broadcast_to_all_pairs():
     assert torch.equal(distances[0, 0], torch.tensor([5.0, 5.0, 5.0, 5.0]))
     assert torch.equal(distances[0, 1], torch.tensor([3.0, 2.0, -1.0, 15.0]))
     assert torch.equal(distances[1, 0], torch.tensor([0.0, 5.0, 10.0, 5.0]))  # on the left edge
+
+
+def test_anchor_offset_moves_the_centres_as_torchvision_anchor_generator():
+    (official,) = generate_anchors([(2, 2)], [8], 1.0, 1, [1.0])
+    (torchvision_grid,) = generate_anchors([(2, 2)], [8], 1.0, 1, [1.0], offset=0.0)
+    assert box_centers(official).tolist() == [[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]]
+    assert torchvision_grid.tolist() == [[-4.0, -4.0, 4.0, 4.0], [4.0, -4.0, 12.0, 4.0],
+                                         [-4.0, 4.0, 4.0, 12.0], [4.0, 4.0, 12.0, 12.0]]

@@ -84,7 +84,9 @@ CHOICES = {"model.backbone.name": "resnet101", "model.backbone.weights": "none",
            "model.head.norm": "none", "model.head.centerness": "cls",
            "model.regression.start": "point", "model.loss.regression": "smooth_l1",
            "data.kind": "mini", "data.root": "/elsewhere", "data.train_split": "train2014",
-           "data.val_split": "val2014", "train.warmup": "linear", "train.optimizer": "adamw"}
+           "data.val_split": "val2014", "train.warmup": "linear", "train.optimizer": "adamw",
+           "model.test.aug.merge": "soft_vote", "model.backbone.dcn_stages": [4, 5],
+           "model.loss.normalizer": "retinanet", "model.test.threshold_on": "score"}
 
 
 def test_every_knob_changes_the_run_id_except_runtime_keys():
@@ -106,7 +108,10 @@ def test_every_knob_changes_the_run_id_except_runtime_keys():
             new = 0.02
         if key in ("model.assign.topk",):
             new = 5
-        tree = apply_overrides(default_tree(), {key: new}, "t")
+        overrides = {key: new}
+        if key == "model.test.aug.scale_ranges":  # one range per extra test size
+            overrides = {key: [[0.0, 96.0]], "data.test_extra_sizes": [400]}
+        tree = apply_overrides(default_tree(), overrides, "t")
         changed = config_hash(validate_config(tree, "t"))
         if key in RUNTIME_KEYS:
             assert changed == base, key

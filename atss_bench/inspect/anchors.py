@@ -24,7 +24,8 @@ def build_anchor_settings(config: ModelConfig) -> AnchorSettings:
     """The detector's anchor settings for ``config`` (as ``build_detector`` makes them)."""
     anchors = config.anchors
     return AnchorSettings(tuple(config.fpn.strides), anchors.octave_base_scale,
-                          anchors.scales_per_octave, tuple(anchors.aspect_ratios))
+                          anchors.scales_per_octave, tuple(anchors.aspect_ratios),
+                          anchors.offset)
 
 
 def padded_size(height: int, width: int, size_divisibility: int) -> tuple[int, int]:
@@ -70,7 +71,7 @@ def anchors_for_padded_size(settings: AnchorSettings, padded_hw: tuple[int, int]
     sizes = feature_sizes(padded_hw, settings.strides)
     per_level = generate_anchors(sizes, settings.strides, settings.octave_base_scale,
                                  settings.scales_per_octave, settings.aspect_ratios,
-                                 device=device, dtype=torch.float32)
+                                 device=device, dtype=torch.float32, offset=settings.offset)
     counts = [len(a) for a in per_level]
     levels = torch.repeat_interleave(torch.arange(len(counts), device=device),
                                      torch.tensor(counts, device=device))

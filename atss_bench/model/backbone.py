@@ -7,9 +7,11 @@ Knobs the paper and the CPU profile need:
   eval mode, so a trainable BatchNorm there does not update its running statistics either.
 - ``norm``: ``frozen_bn`` (torchvision.ops.FrozenBatchNorm2d, the paper), ``bn`` (trainable
   BatchNorm2d) or ``gn`` (trainable GroupNorm, 32 groups or fewer when the width is small).
-- ``dcn``: DCNv2 in res3-res5, the 3x3 ``conv2`` of every block becomes a
-  torchvision.ops.DeformConv2d driven by a zero-initialised offset/mask conv (so at init it equals
-  the plain convolution). Its ``weight`` keeps the plain conv's state-dict key.
+- ``dcn_stages``: DCNv2 in those stages (2 = res2 .. 5 = res5; the official configs use res3-res5
+  for R-50 / R-101, res4-res5 for ResNeXt): the 3x3 ``conv2`` of every block becomes
+  ``atss_bench.model.dcn.ModulatedDeformConv3x3`` with the plain conv's pretrained weights (same
+  state-dict key), offsets and sigmoid mask from a kaiming-initialised conv, as the official
+  ``DFConv2d`` (so at init it is *not* the plain convolution: the mask is ~0.5, the offsets random).
 - ``width``: channel multiplier (1.0 = torchvision's network) for the CPU mini profile.
 - ``weights``: ``"imagenet"`` (torchvision weights API), ``"none"``, or a local path to a
   torchvision-style ResNet state dict (``fc.*`` keys and missing DCN offset convs are tolerated;
@@ -30,9 +32,11 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d
 
 from atss_bench.errors import ConfigError
+from atss_bench.model.fold_bn import fold_frozen_batchnorm
+from atss_bench.model.dcn import ModulatedDeformConv3x3
 
 NormKind = Literal["frozen_bn", "bn", "gn"]
 NO_NETWORK_HINT = "no network: use weights: none or a local checkpoint path"
@@ -94,34 +98,13 @@ class ScaledResNet(ResNet):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
-class DeformableConv3x3(DeformConv2d):
-    """DCNv2: DeformConv2d whose offsets and mask come from a zero-initialised 3x3 conv."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, 3, stride=conv.stride,
-                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                         bias=conv.bias is not None)
-        self.offset_mask = nn.Conv2d(conv.in_channels, 3 * 9, 3, stride=conv.stride,
-                                     padding=conv.padding, dilation=conv.dilation)
-        nn.init.zeros_(self.offset_mask.weight)
-        nn.init.zeros_(self.offset_mask.bias)
-        with torch.no_grad():
-            self.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                self.bias.copy_(conv.bias)
-
-    def forward(self, input: Tensor, offset: Tensor | None = None,
-                mask: Tensor | None = None) -> Tensor:
-        out = self.offset_mask(input)  # [B, 27, H', W']: 18 offsets then 9 mask logits
-        # mask = 2 * sigmoid so a zero-initialised offset conv starts as the plain convolution.
-        return super().forward(input, out[:, :18], 2.0 * out[:, 18:].sigmoid())
-
-
-def add_deformable_convs(net: ResNet) -> None:
-    """Replace ``conv2`` (a 3x3 conv in both block types) of every res3-res5 block by DCNv2."""
-    for name in STAGES[1:]:
-        for block in getattr(net, name):
-            block.conv2 = DeformableConv3x3(block.conv2)
+def add_deformable_convs(net: ResNet, stages: tuple[int, ...]) -> None:
+    """Replace ``conv2`` (a 3x3 conv in both block types) of every block of ``stages`` (2..5)."""
+    for stage in stages:
+        if not 2 <= stage <= 5:
+            raise ConfigError(f"DCN stage must be in 2..5 (res2..res5), got {stage}")
+        for block in getattr(net, STAGES[stage - 2]):
+            block.conv2 = ModulatedDeformConv3x3.from_conv(block.conv2)
 
 
 def load_weights(net: ResNet, spec: ResNetSpec, weights: str, width: float, norm: NormKind) -> None:
@@ -179,8 +162,8 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, name: str, weights: str = "none", frozen_stages: int = 2,
-                 norm: NormKind = "frozen_bn", width: float = 1.0, dcn: bool = False,
-                 first_stage: int = 3) -> None:
+                 norm: NormKind = "frozen_bn", width: float = 1.0,
+                 dcn_stages: tuple[int, ...] = (), first_stage: int = 3) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ConfigError(f"unknown backbone '{name}'", hint=f"one of {sorted(RESNETS)}")
@@ -188,9 +171,11 @@ class Backbone(nn.Module):
             raise ConfigError(f"first returned stage must be in 2..5, got {first_stage}")
         spec = RESNETS[name]
         net = ScaledResNet(spec, width, make_norm_layer(norm))
-        if dcn:
-            add_deformable_convs(net)
+        if dcn_stages:
+            add_deformable_convs(net, dcn_stages)
         load_weights(net, spec, weights, width, norm)
+        if norm == "frozen_bn":
+            fold_frozen_batchnorm(net)  # same function, one pass fewer (model.fold_bn)
         returned = {STAGES[s - 2]: f"c{s}" for s in range(first_stage, 6)}
         self.body = IntermediateLayerGetter(net, return_layers=returned)
         self.out_channels = [_block_out_channels(getattr(net, STAGES[s - 2])[-1])

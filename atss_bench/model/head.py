@@ -16,6 +16,11 @@ Choices, following the official ATSS code (sfzhang15/ATSS, ``atss.py``):
   (an 8S box around the point at init, as the official code does), not FCOS-v1's exp(scalar * x).
 - Point regression with #A > 1 regresses one ltrb per anchor, all from the location centre
   (the official code supports #A = 1 only).
+- ``dcn_in_tower`` (official ``USE_DCN_IN_TOWER``, the "-DCN" configs of Table 8): the last conv
+  of each tower is a modulated deformable conv (``atss_bench.model.dcn``, mask = sigmoid, with a
+  bias). As in the official head, the init loop below re-initialises every ``nn.Conv2d`` (its
+  offset/mask conv included) to normal(0, 0.01), while the deformable weight keeps
+  U(+-1/sqrt(fan_in)) and a zero bias.
 
 Outputs are flattened to the anchors' layout (level by level is left to the caller; within a level
 location-major, the A anchors of a location adjacent): per level ``cls`` [B, H*W*A, C],
@@ -31,6 +36,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from atss_bench.model.dcn import ModulatedDeformConv3x3
 
 CenternessOn = Literal["none", "cls", "reg"]
 POINT_REGRESSION_BIAS = 4.0
@@ -56,11 +63,15 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def make_tower(in_channels: int, channels: int, num_convs: int, group_norm: bool
-               ) -> nn.Sequential:
+def make_tower(in_channels: int, channels: int, num_convs: int, group_norm: bool,
+               deformable_last: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for index in range(num_convs):
-        layers.append(nn.Conv2d(in_channels if index == 0 else channels, channels, 3, padding=1))
+        source = in_channels if index == 0 else channels
+        if deformable_last and index == num_convs - 1:
+            layers.append(ModulatedDeformConv3x3(source, channels, bias=True))
+        else:
+            layers.append(nn.Conv2d(source, channels, 3, padding=1))
         if group_norm:
             # 32 groups (fewer below 64 channels, so that a group never holds a single channel:
             # a 1x1 top level would make such a group's variance undefined).
@@ -80,14 +91,15 @@ class DenseHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, num_anchors: int, num_levels: int,
                  channels: int = 256, num_convs: int = 4, group_norm: bool = True,
                  centerness: CenternessOn = "reg", scalar_per_level: bool = True,
-                 prior_prob: float = 0.01, point_regression: bool = False) -> None:
+                 prior_prob: float = 0.01, point_regression: bool = False,
+                 dcn_in_tower: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.centerness_on = centerness
         self.point_regression = point_regression
-        self.cls_tower = make_tower(in_channels, channels, num_convs, group_norm)
-        self.reg_tower = make_tower(in_channels, channels, num_convs, group_norm)
+        self.cls_tower = make_tower(in_channels, channels, num_convs, group_norm, dcn_in_tower)
+        self.reg_tower = make_tower(in_channels, channels, num_convs, group_norm, dcn_in_tower)
         top = channels if num_convs > 0 else in_channels
         self.cls_logits = nn.Conv2d(top, num_anchors * num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(top, num_anchors * 4, 3, padding=1)

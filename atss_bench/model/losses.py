@@ -9,8 +9,15 @@
 - ``loss_centerness`` (only when the head has the branch): BCE-with-logits against the centerness
   target, summed over positives and divided by the positives, times ``centerness_weight``.
 
-Normalisers are averaged over processes (all_reduce / world size when torch.distributed is
-initialised); the number of positives is clamped at >= 1.
+Normalisers (``normalizer``):
+
+- ``"mean_pos"`` (official ATSS / FCOS): the number of positives averaged over processes
+  (all_reduce / world size when torch.distributed is initialised), clamped at >= 1.
+- ``"retinanet"`` (maskrcnn-benchmark's RetinaNet, ``rpn/retinanet/loss.py``): this process's own
+  positives P, not averaged; ``loss_cls`` is divided by P + (images in this process's batch) and
+  the box loss by max(1, P). With smooth L1 summed over the 4 coordinates and
+  ``regression_weight`` 0.25 this is the official ``/ max(1, P * BBOX_REG_WEIGHT)``,
+  BBOX_REG_WEIGHT = 4.0: the mean over positives *and* coordinates.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ class LossSettings:
     smooth_l1_beta: float = 1.0 / 9.0
     weight_by_centerness: bool = True
     centerness_weight: float = 1.0
+    normalizer: Literal["mean_pos", "retinanet"] = "mean_pos"
 
 
 def mean_over_processes(value: Tensor) -> Tensor:
@@ -45,6 +53,16 @@ def mean_over_processes(value: Tensor) -> Tensor:
         dist.all_reduce(value)
         value = value / dist.get_world_size()
     return value
+
+
+def loss_normalizers(normalizer: Literal["mean_pos", "retinanet"], positive: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """positive [B, N] -> (positives normaliser, classification normaliser), float32 scalars."""
+    local = positive.sum().to(torch.float32)
+    if normalizer == "retinanet":
+        return local.clamp(min=1.0), local + positive.shape[0]
+    num_pos = mean_over_processes(local).clamp(min=1.0)
+    return num_pos, num_pos
 
 
 def compute_losses(
@@ -61,11 +79,11 @@ def compute_losses(
     anchors [N, 4], anchor_strides [N] -> {"loss_cls", "loss_reg"[, "loss_centerness"]}."""
     cls_logits, reg_deltas = cls_logits.float(), reg_deltas.float()
     positive = targets.positive
-    num_pos = mean_over_processes(positive.sum().to(torch.float32)).clamp(min=1.0)
+    num_pos, cls_normalizer = loss_normalizers(settings.normalizer, positive)
 
     focal = sigmoid_focal_loss(cls_logits, targets.cls, alpha=settings.focal_alpha,
                                gamma=settings.focal_gamma, reduction="none")  # [B, N, C]
-    loss_cls = (focal.sum(dim=2) * targets.valid).sum() / num_pos
+    loss_cls = (focal.sum(dim=2) * targets.valid).sum() / cls_normalizer
 
     image, anchor = positive.nonzero(as_tuple=True)  # [P]
     pos_anchors, pos_strides = anchors[anchor].float(), anchor_strides[anchor].float()

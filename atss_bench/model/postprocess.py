@@ -1,14 +1,16 @@
 """Inference: per-level candidates -> decoded, clipped, class-wise NMS'ed detections per image.
 
 Per image and level: keep (anchor, class) pairs whose class probability exceeds
-``score_thresh`` (the class score alone, before centerness, as the official code does); score
-them sqrt(cls x sigmoid(centerness)) when the head has a centerness branch, else cls; keep the
+``score_thresh`` (the class score alone, before centerness, as the official code does; with
+``threshold_on="score"`` the final score, as torchvision's FCOS does); score them
+sqrt(cls x sigmoid(centerness)) when the head has a centerness branch, else cls; keep the
 ``pre_nms_top_n`` best. Then for the image: decode, clip to the image, class-wise
 torchvision.ops.batched_nms at ``nms_thresh`` and keep the ``detections_per_img`` best.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -23,6 +25,7 @@ class InferenceSettings:
     pre_nms_top_n: int = 1000
     nms_thresh: float = 0.6
     detections_per_img: int = 100
+    threshold_on: Literal["cls", "score"] = "cls"
 
 
 def select_candidates(settings: InferenceSettings, cls_logits: Tensor,
@@ -30,10 +33,15 @@ def select_candidates(settings: InferenceSettings, cls_logits: Tensor,
     """One image, one level: cls_logits [N, C], centerness_logits [N] or None ->
     (anchor indices [K], labels [K], scores [K]) with K <= pre_nms_top_n."""
     probs = cls_logits.float().sigmoid()  # [N, C]
-    anchor, label = (probs > settings.score_thresh).nonzero(as_tuple=True)  # [K]
-    scores = probs[anchor, label]
-    if centerness_logits is not None:
-        scores = torch.sqrt(scores * centerness_logits.float()[anchor].sigmoid())
+    if centerness_logits is not None and settings.threshold_on == "score":
+        probs = torch.sqrt(probs * centerness_logits.float().sigmoid()[:, None])  # [N, C]
+        anchor, label = (probs > settings.score_thresh).nonzero(as_tuple=True)  # [K]
+        scores = probs[anchor, label]
+    else:
+        anchor, label = (probs > settings.score_thresh).nonzero(as_tuple=True)  # [K]
+        scores = probs[anchor, label]
+        if centerness_logits is not None:
+            scores = torch.sqrt(scores * centerness_logits.float()[anchor].sigmoid())
     if scores.numel() > settings.pre_nms_top_n:
         scores, order = scores.topk(settings.pre_nms_top_n)
         anchor, label = anchor[order], label[order]

@@ -7,16 +7,16 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d
 
 from atss_bench.errors import ConfigError
 from atss_bench.model.backbone import (
     RESNETS,
     Backbone,
-    DeformableConv3x3,
     ScaledResNet,
     make_norm_layer,
 )
+from atss_bench.model.dcn import ModulatedDeformConv3x3
 
 
 def _norms(module: nn.Module, kind: type) -> list[nn.Module]:
@@ -132,19 +132,35 @@ def test_weights_path_errors(tmp_path):
         Backbone("resnet18", weights=str(path))
 
 
-def test_dcn_replaces_res3_to_res5_and_starts_as_plain_conv(tmp_path):
+@pytest.mark.parametrize("stages, plain_stages", [((3, 4, 5), ("layer1",)),
+                                                 ((4, 5), ("layer1", "layer2"))])
+def test_dcn_stages_get_modulated_dcn_with_the_plain_weights(tmp_path, stages, plain_stages):
+    """R-50 / R-101 official: res3-res5; ResNeXt official: res4-res5. The pretrained 3x3 weights
+    load into the deformable convs; with zero offsets and a saturated sigmoid mask the network
+    is the plain one again (mask = sigmoid, not 2 * sigmoid: at logit 0 it would halve)."""
     torch.manual_seed(0)
     plain = Backbone("resnet50", width=0.25, norm="frozen_bn", frozen_stages=0)
     path = tmp_path / "plain.pth"
     torch.save(plain.state_dict(), path)  # "body." prefix stripped, fc missing: both accepted
-    dcn = Backbone("resnet50", width=0.25, norm="frozen_bn", frozen_stages=0, dcn=True,
+    dcn = Backbone("resnet50", width=0.25, norm="frozen_bn", frozen_stages=0, dcn_stages=stages,
                    weights=str(path))
-    assert not any(isinstance(m, DeformConv2d) for m in dcn.body["layer1"].modules())
-    for name in ("layer2", "layer3", "layer4"):
-        blocks = list(dcn.body[name])
-        assert all(isinstance(b.conv2, DeformableConv3x3) for b in blocks)
-    assert dcn.body["layer2"][0].conv2.stride == (2, 2)
+    for name in plain_stages:
+        assert not any(isinstance(m, ModulatedDeformConv3x3) for m in dcn.body[name].modules())
+    deformable = [b.conv2 for s in stages for b in dcn.body[f"layer{s - 1}"]]
+    assert deformable and all(isinstance(c, ModulatedDeformConv3x3) for c in deformable)
+    first = dcn.body[f"layer{stages[0] - 1}"][0].conv2
+    assert first.stride == (2, 2)
+    assert torch.equal(first.weight, plain.body[f"layer{stages[0] - 1}"][0].conv2.weight)
     x = torch.rand(1, 3, 64, 64)
-    out_plain, out_dcn = plain.eval()(x), dcn.eval()(x)
+    with torch.no_grad():
+        for conv in deformable:
+            conv.offset_mask.weight.zero_()
+            conv.offset_mask.bias.copy_(torch.tensor([0.0] * 18 + [40.0] * 9))
+        out_plain, out_dcn = plain.eval()(x), dcn.eval()(x)
     for key in out_plain:
         assert torch.allclose(out_plain[key], out_dcn[key], atol=1e-4), key
+
+
+def test_dcn_stage_outside_res2_to_res5_is_a_config_error():
+    with pytest.raises(ConfigError, match="DCN stage must be in 2..5"):
+        Backbone("resnet18", width=0.25, dcn_stages=(1,))

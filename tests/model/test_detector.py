@@ -14,6 +14,7 @@ import torchvision
 from atss_bench.config import ModelConfig, default_scale_ranges
 from atss_bench.errors import ConfigError
 from atss_bench.model import DenseDetector, build_assigner, build_detector
+from atss_bench.model.dcn import ModulatedDeformConv3x3
 from atss_bench.recipes import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -199,3 +200,38 @@ def test_model_can_be_copied_and_pickled():
         clone = pickle.loads(pickle.dumps(copy.deepcopy(model)))
         (a,), (b,) = model([_image()]), clone([_image()])
     assert torch.equal(a["scores"], b["scores"])
+
+
+def test_official_retinanet_overlay_reaches_the_modules():
+    """Table 1 "none" with its full-profile overlay (P6 from C5, NMS 0.4, RetinaNet loss)."""
+    overlay = load_recipe(RECIPES / "table1.yaml").row("none").profiles["full"]
+    model, _ = _model(1, "none", **overlay)
+    assert model.fpn.fpn.extra_blocks.use_P5 is False
+    assert model.fpn.fpn.extra_blocks.p6.in_channels == model.backbone.out_channels[-1]
+    assert model.inference_settings.nms_thresh == 0.4
+    settings = model.loss_settings
+    assert (settings.regression, settings.regression_weight, settings.smooth_l1_beta,
+            settings.normalizer) == ("smooth_l1", 0.25, 0.11, "retinanet")
+    losses = model.train()([_image()], [TARGET])
+    assert set(losses) == {"loss_cls", "loss_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("row_id, deformable_stages", [("r101_dcn", ("layer2", "layer3", "layer4")),
+                                                      ("x101_32x8d_dcn", ("layer3", "layer4"))])
+def test_table8_dcn_rows_build_dcn_stages_and_tower_and_train(row_id, deformable_stages):
+    (experiment,) = [e for e in _experiments(8, **{"model.backbone.name": "resnet18"})
+                     if e.row_id == row_id]
+    torch.manual_seed(0)
+    model = build_detector(experiment.config.model, NUM_CLASSES)
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        has_dcn = any(isinstance(m, ModulatedDeformConv3x3)
+                      for m in model.backbone.body[stage].modules())
+        assert has_dcn == (stage in deformable_stages), stage
+    for tower in (model.head.cls_tower, model.head.reg_tower):
+        convs = [m for m in tower if isinstance(m, (torch.nn.Conv2d, ModulatedDeformConv3x3))]
+        assert isinstance(convs[-1], ModulatedDeformConv3x3)
+        assert not any(isinstance(c, ModulatedDeformConv3x3) for c in convs[:-1])
+    losses = model.train()([_image()], [TARGET])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()

@@ -150,3 +150,55 @@ def test_normalisers_are_averaged_over_processes(monkeypatch):
     losses = _loss(LossSettings(), [0, 0, -2, -1])
     expected = (2 * (0.25 + 0.75) + 2 * 0.75) * 0.25 * LOG2 / 3
     assert losses["loss_cls"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def _retinanet_case(settings: LossSettings) -> dict[str, torch.Tensor]:
+    """One image, box regression (10, 10, 5, 5): anchor 0 positive for the GT [4, 0, 20, 16]
+    (targets dx = 10 * 4 / 16 = 2.5, dy = dw = dh = 0), anchors 1-3 background, all outputs 0."""
+    targets = _targets([0, -1, -1, -1], torch.tensor([[4.0, 0, 20, 16]]), [1], num_classes=2)
+    return compute_losses(settings, RegressionCoder("box"), torch.zeros(1, 4, 2),
+                          torch.zeros(1, 4, 4), None, ANCHORS, STRIDES, targets)
+
+
+def test_official_retinanet_loss_hand_case():
+    """maskrcnn-benchmark RetinaNet: smooth L1 (beta 0.11) summed / max(1, P * 4.0) = weight 0.25
+    over P positives; focal loss / (P + images)."""
+    official = LossSettings(regression="smooth_l1", regression_weight=0.25, smooth_l1_beta=0.11,
+                            weight_by_centerness=False, normalizer="retinanet")
+    losses = _retinanet_case(official)
+    assert losses["loss_reg"].item() == pytest.approx((2.5 - 0.5 * 0.11) / (1 * 4.0), rel=1e-6)
+    # focal at p = 0.5: positive anchor (0.25 + 0.75), 3 background anchors 2 x 0.75 each,
+    # x 0.25 log 2, divided by 1 positive + 1 image
+    focal_sum = (1.0 + 3 * 1.5) * 0.25 * LOG2
+    assert losses["loss_cls"].item() == pytest.approx(focal_sum / 2, rel=1e-6)
+    atss_norm = LossSettings(regression="smooth_l1", regression_weight=0.25, smooth_l1_beta=0.11,
+                             weight_by_centerness=False)
+    assert _retinanet_case(atss_norm)["loss_cls"].item() == pytest.approx(focal_sum, rel=1e-6)
+
+
+def test_retinanet_normaliser_is_this_process_own(monkeypatch):
+    """Unlike "mean_pos", the RetinaNet normaliser is not averaged over processes."""
+    class FakeDist:
+        @staticmethod
+        def is_available() -> bool:
+            return True
+
+        @staticmethod
+        def is_initialized() -> bool:
+            return True
+
+        @staticmethod
+        def get_world_size() -> int:
+            return 2
+
+        @staticmethod
+        def all_reduce(tensor: torch.Tensor) -> None:
+            tensor.add_(9.0)  # the other process has 9 positives
+
+    monkeypatch.setattr(losses_module, "dist", FakeDist)
+    focal_sum = (1.0 + 3 * 1.5) * 0.25 * LOG2
+    retina = LossSettings(regression="smooth_l1", weight_by_centerness=False,
+                          normalizer="retinanet")
+    assert _retinanet_case(retina)["loss_cls"].item() == pytest.approx(focal_sum / 2, rel=1e-6)
+    mean_pos = LossSettings(regression="smooth_l1", weight_by_centerness=False)
+    assert _retinanet_case(mean_pos)["loss_cls"].item() == pytest.approx(focal_sum / 5, rel=1e-6)

@@ -56,3 +56,14 @@ def test_without_centerness_scores_are_class_probabilities():
                                  [cls], [torch.zeros(1, 4, 4)], None, [ANCHORS],
                                  [torch.full((4,), 8.0)], [(105, 105)])[0]
     assert torch.allclose(out["scores"], torch.tensor([0.9, 0.7, 0.6, 0.3]), atol=1e-6)
+
+
+def test_threshold_on_score_thresholds_the_final_score_as_torchvision_fcos():
+    # Threshold 0.6. On the class score (default): p > 0.6 keeps .9, .8 and .7 (c1 of anchor 1).
+    # On the final score sqrt(p * 0.5) > 0.6, i.e. p > 0.72: only .9 and .8 (both class 0, NMS
+    # keeps the first).
+    by_cls = _run(score_thresh=0.6, detections_per_img=10)
+    by_score = _run(score_thresh=0.6, detections_per_img=10, threshold_on="score")
+    assert by_cls["labels"].tolist() == [0, 1]
+    assert by_score["labels"].tolist() == [0]
+    assert torch.allclose(by_score["scores"], torch.tensor([math.sqrt(0.45)]), atol=1e-6)
