@@ -98,12 +98,20 @@ class CocoDetection(Dataset):
     ``scale`` (x, y) = resized / original (see ``transforms.map_boxes_to_original``).
     ``remove_images_without_annotations`` defaults to ``train`` (official training removes them,
     evaluation keeps every image). ``flip_prob`` applies only when ``train``.
+
+    ``cache_bytes``: keep every decoded image and its training boxes and labels in memory (in
+    each loader worker, which lives as long as its loader) when the whole split's images fit in
+    this many bytes, by the sizes its annotation file gives; otherwise, and with 0 (the default),
+    every image is decoded from its file each time. A cached image is the very bitmap a new
+    decode gives (decoding is deterministic) and the transforms never modify their input, so the
+    samples are identical either way (``tests/data/test_image_cache.py``).
     """
 
     def __init__(self, root: str | Path, split: str, *, train: bool,
                  min_size: int | Sequence[int] = 800, max_size: int = 1333,
                  flip_prob: float = 0.5,
-                 remove_images_without_annotations: bool | None = None) -> None:
+                 remove_images_without_annotations: bool | None = None,
+                 cache_bytes: int = 0) -> None:
         annotation_file, self.image_dir = coco_split_paths(root, split)
         self.root, self.split, self.train = Path(root), split, train
         self.coco = load_coco(annotation_file)
@@ -116,6 +124,19 @@ class CocoDetection(Dataset):
         self.ids: list[int] = [i for i in sorted(self.coco.imgs) if not remove_empty
                                or _has_valid_annotation(self.coco.imgToAnns.get(i, []))]
         self.transform = DetectionTransform(min_size, max_size, flip_prob if train else 0.0)
+        # image id -> (decoded image, training boxes, labels); None: no cache (see class doc)
+        self._cache: dict[int, tuple[Image.Image, torch.Tensor, torch.Tensor]] | None = (
+            {} if 0 < self.decoded_bytes() <= cache_bytes else None)
+
+    def decoded_bytes(self) -> int:
+        """Memory the split's decoded RGB images take (PIL keeps 4 bytes a pixel), from the
+        annotation file's sizes."""
+        return sum(4 * int(self.coco.imgs[i]["width"]) * int(self.coco.imgs[i]["height"])
+                   for i in self.ids)
+
+    @property
+    def caches_images(self) -> bool:
+        return self._cache is not None
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +155,8 @@ class CocoDetection(Dataset):
         path = self.image_dir / self.coco.imgs[image_id]["file_name"]
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
+                image.load()
+                return image if image.mode == "RGB" else image.convert("RGB")
         except FileNotFoundError as error:
             raise DataError(f"image {path} listed in the annotations is missing",
                             hint=LAYOUT_HINT) from error
@@ -154,10 +176,21 @@ class CocoDetection(Dataset):
         keep = remove_small_boxes(boxes, 1.0)
         return boxes[keep], labels[keep]
 
+    def load_sample(self, image_id: int) -> tuple[Image.Image, torch.Tensor, torch.Tensor]:
+        """The image and its training boxes and labels (``load_image``, ``load_target``), from
+        the cache when it is on (the image is shared: never modify it in place)."""
+        cached = self._cache.get(image_id) if self._cache is not None else None
+        if cached is None:
+            image = self.load_image(image_id)
+            cached = (image, *self.load_target(image_id, image.height, image.width))
+            if self._cache is not None:
+                self._cache[image_id] = cached
+        image, boxes, labels = cached
+        return image, boxes.clone(), labels.clone()
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         image_id = self.ids[index]
-        image = self.load_image(image_id)
-        boxes, labels = self.load_target(image_id, image.height, image.width)
+        image, boxes, labels = self.load_sample(image_id)
         orig_size = (image.height, image.width)
         tensor, boxes, _ = self.transform(image, boxes)
         size = (int(tensor.shape[1]), int(tensor.shape[2]))

@@ -10,9 +10,11 @@ can be used without building the model and data stack.
     distributed torchrun / SLURM / explicit process-group set-up, collectives
     train       the training loop (AMP on CUDA, NaN guard, log, checkpoints)
     loaders     dataset roots, train stream, val datasets per test scale
-    inference   detections on val, multi-scale merge, gather to rank 0
+    packing     a batch handed over by a loader worker as one shared buffer per dtype
+    inference   detections on val per test pass, merged, gather to rank 0
+    tta         test passes (scales, flips, size ranges) and their merge (NMS, box voting)
     evaluate    COCOeval (faster-coco-eval or pycocotools): the only COCO-eval import
-    monitor     log.jsonl and the optional rich progress bar
+    monitor     log.jsonl; progress: a rich bar on a terminal, plain lines elsewhere
     preemption  preemption signals wait for the end of the iteration, which is checkpointed
     runner      run_experiment
 """

@@ -1,6 +1,7 @@
 """``run_experiment``: one experiment from config to COCO metrics, resumable, on 1..N processes.
 
     run_dir/log.jsonl        one line per logged iteration, then an {"eval": ...} line
+    run_dir/tensorboard/     the same records as TensorBoard events (engine.tensorboard)
     run_dir/checkpoints/     ckpt_<iter>.pt, the last two (see engine.checkpoint)
 
 Before the model is built the dataset is fingerprinted and checked (``loaders.identify_dataset``):
@@ -35,9 +36,10 @@ from atss_bench.engine.distributed import (DistInfo, broadcast_from_main, gather
 from atss_bench.engine.inference import evaluate_model
 from atss_bench.engine.loaders import (build_train_batches, build_train_dataset,
                                        identify_dataset, prepare_dataset_root)
-from atss_bench.engine.monitor import JsonlLog
+from atss_bench.engine.monitor import EvalProgress, JsonlLog
 from atss_bench.engine.preemption import DeferredSignals
 from atss_bench.engine.solver import build_optimizer, build_scheduler
+from atss_bench.engine.tensorboard import open_event_log
 from atss_bench.engine.train import train_loop
 from atss_bench.errors import TrainingError
 from atss_bench.model import build_detector
@@ -149,8 +151,24 @@ def _resume(state: dict[str, Any], model: nn.Module, parts: dict[str, Any],
     return int(state["iteration"])
 
 
+@contextmanager
+def _open_log(run_dir: Path, config: ExperimentConfig,
+              dist_info: DistInfo) -> Iterator[JsonlLog | None]:
+    """log.jsonl, mirrored into TensorBoard events when installed (``engine.tensorboard``);
+    rank 0 writes, the others get None. Closed when the run ends, also by an exception."""
+    if not dist_info.is_main:
+        yield None
+        return
+    events = open_event_log(run_dir, config)
+    log = JsonlLog(run_dir / "log.jsonl", sinks=[events] if events is not None else [])
+    try:
+        yield log
+    finally:
+        log.close()
+
+
 def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progress: bool,
-         dist_info: DistInfo) -> dict[str, Any]:
+         dist_info: DistInfo, log: JsonlLog | None) -> dict[str, Any]:
     device, train_cfg = dist_info.device, config.train
     seed_everything(config.seed)  # same on every process: identical initial weights
     root = prepare_dataset_root(config.data, data_root, dist_info)
@@ -164,7 +182,6 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
     parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
     ckpt_dir = run_dir / "checkpoints"
-    log = JsonlLog(run_dir / "log.jsonl") if dist_info.is_main else None  # rank 0 writes
     state = _find_resume_state(ckpt_dir, dist_info)
     start_iter = _resume(state, model, parts, config, dist_info, dataset) if state else 0
     del state
@@ -183,11 +200,13 @@ def _run(config: ExperimentConfig, run_dir: Path, data_root: str | None, progres
             train_model, optimizer, scheduler, scaler, batches, start_iter=start_iter,
             max_iter=train_cfg.max_iter, images_per_batch=train_cfg.images_per_batch,
             dist_info=dist_info, amp=train_cfg.amp, checkpoint_period=train_cfg.checkpoint_period,
-            save_checkpoint=checkpointer, log=log, progress=progress, signals=signals)
+            save_checkpoint=checkpointer, log=log, progress=progress, signals=signals,
+            progress_label=config_hash(config))
     del batches  # stops loader workers before evaluation starts its own
 
-    evaluated = evaluate_model(model, root, config.data, config.model.test, dist_info,
-                               amp=train_cfg.amp)
+    evaluated = evaluate_model(
+        model, root, config.data, config.model.test, dist_info, amp=train_cfg.amp,
+        progress=EvalProgress(progress and dist_info.is_main, label=config_hash(config)))
     provenance = {
         "device": _device_label(device), "world_size": dist_info.world_size,
         "images_per_sec": trained.images_per_sec, "train_seconds": trained.seconds,
@@ -211,15 +230,17 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, *, data_root: str | 
     (COCOeval stats x 100; NaN where COCOeval says -1), ``"provenance": {device, world_size,
     images_per_sec, train_seconds, eval_seconds, iterations, resumed_from, evaluator,
     num_val_images, dataset (``DatasetIdentity.to_json()``), ...}}`` on every process. Only
-    rank 0 writes into ``run_dir``.
+    rank 0 writes into ``run_dir``, and with ``progress`` shows progress on stdout: a rich bar on
+    a terminal, else plain lines (``engine.monitor``).
     """
     run_dir = Path(run_dir)
     dist_info = init_distributed()
     try:
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-        with cpu_thread_budget(dist_info.device, config.data.num_workers) as threads:
-            result = _run(config, run_dir, data_root, progress, dist_info)
+        with cpu_thread_budget(dist_info.device, config.data.num_workers) as threads, \
+                _open_log(run_dir, config, dist_info) as log:
+            result = _run(config, run_dir, data_root, progress, dist_info, log)
         result["provenance"]["threads"] = threads
         return result
     finally:

@@ -74,16 +74,19 @@ def train_loop(
     progress: bool = False,
     log_period: int | None = None,
     signals: DeferredSignals | None = None,
+    progress_label: str = "",
 ) -> TrainResult:
     """Train from ``start_iter`` to ``max_iter``; ``save_checkpoint(iter)`` is called on every
     process every ``checkpoint_period`` iterations and at ``max_iter`` (it writes on rank 0).
     ``log`` gets a line every ``log_period`` (default :data:`LOG_PERIOD`) iterations and at the
-    end, on rank 0. With ``signals``, a preemption signal received during an iteration saves a
-    checkpoint of it before the signal is handled (``engine.preemption``)."""
+    end, on rank 0; so does stdout with ``progress`` off a terminal (``monitor.TrainProgress``,
+    lines led by ``progress_label``). With ``signals``, a preemption signal received during an
+    iteration saves a checkpoint of it before the signal is handled (``engine.preemption``)."""
     log_period = log_period or LOG_PERIOD
     device = dist_info.device
     use_amp = amp and device.type == "cuda"
-    bar = TrainProgress(progress and dist_info.is_main, max_iter, start_iter)
+    bar = TrainProgress(progress and dist_info.is_main, max_iter, start_iter,
+                        label=progress_label)
     model.train()
     started = window_start = time.perf_counter()
     window_iters = 0
@@ -111,6 +114,7 @@ def train_loop(
                 if log is not None and dist_info.is_main:
                     log.write({"iter": iteration, "max_iter": max_iter, **losses, "lr": lr,
                                "time": 1.0 / its, "it/s": its, "elapsed": now - started})
+                bar.logged(iteration, losses["loss"], lr, its)
                 window_start, window_iters = now, 0
             saved = save_checkpoint is not None and (iteration % checkpoint_period == 0
                                                      or iteration == max_iter)

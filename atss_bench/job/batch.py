@@ -4,6 +4,10 @@ or ``jobs`` at a time in worker processes.
 Identical experiments (the same run_id, e.g. Table 2's iou_box and Table 3's retinanet, or a row
 listed twice) run once. A failing run is recorded and the next one still runs; under ``jobs``
 > 1 a worker process that dies (SIGKILL, out of memory) fails its own run only.
+
+Progress: on a terminal the caller draws it from the runs' logs (the CLI's bars) and the engine
+stays quiet; off a terminal (a pipe, a CI log, ``nohup``) each run's engine prints its plain
+progress lines to the shared stdout (``engine.monitor``), from whichever process trains it.
 """
 from __future__ import annotations
 
@@ -146,13 +150,20 @@ def run_planned(
     return _run_parallel(str(results_dir), todo, train_fn, data_root, on_start, on_finish, jobs)
 
 
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed, or replaced by an object without a file
+        return False
+
+
 def _train_one(results_dir: str, item: PlannedRun, train_fn: TrainFn | str | None,
                data_root: str | None) -> RunOutcome:
     start = time.monotonic()
     try:
         record = run_experiment_job(results_dir, item.experiment, train_fn=train_fn,
                                     force=item.action == "rerun", data_root=data_root,
-                                    progress=False)
+                                    progress=not stdout_is_terminal())
         outcome = RunOutcome(item.experiment, "done", metrics=dict(record["metrics"]))
     except RunBusyError as exc:
         outcome = RunOutcome(item.experiment, "busy", reason=exc.message)

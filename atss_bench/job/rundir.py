@@ -8,6 +8,7 @@
         log.jsonl      training log, one JSON object a line (appended by the engine)
         error.txt      traceback of the last failed attempt
         checkpoints/   the engine's resumable checkpoints
+        tensorboard/   the log as TensorBoard event files (when tensorboard is installed)
         lock           flock()-ed by the one process working on the run
 
 Every file except log.jsonl is replaced whole (temp file in the same folder, fsync, os.replace),
@@ -44,6 +45,7 @@ METRICS = "metrics.json"
 LOG = "log.jsonl"
 ERROR = "error.txt"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"  # engine.tensorboard.TENSORBOARD_DIR
 LOCK = "lock"
 TMP_SUFFIX = ".tmp"
 

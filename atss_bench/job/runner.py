@@ -211,6 +211,7 @@ def _clear_outputs(run_dir: Path, force: bool) -> None:
             (run_dir / name).unlink()
     if force:
         shutil.rmtree(run_dir / rd.CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(run_dir / rd.TENSORBOARD, ignore_errors=True)
 
 
 def _store_of(run_dir: Path) -> Path:
@@ -282,7 +283,7 @@ def _promote(staging: Path, run_dir: Path) -> None:
     ones; an output the retrain did not write is removed (it belonged to the previous result)."""
     trash = staging / ".previous"
     trash.mkdir()
-    names = {rd.LOG, rd.CHECKPOINTS, PATCH_NAME}
+    names = {rd.LOG, rd.CHECKPOINTS, rd.TENSORBOARD, PATCH_NAME}
     names |= {p.name for p in staging.iterdir() if not p.name.startswith(".")}
     for name in sorted(names - _NOT_PROMOTED):
         old, new = run_dir / name, staging / name

@@ -116,8 +116,9 @@ class SubmititRun:
         _say(f"run {exp.run_id} (table {exp.table}, row {exp.row_id}, seed {exp.seed}): {where} "
              f"on {socket.gethostname()}")
         try:  # ranks > 0 (RANK above) only train: the job layer keeps records on rank 0
+            # progress: a task's stdout is its log file, so plain lines (engine.monitor)
             record = run_experiment_job(self.results_dir, exp, train_fn=self.train_fn,
-                                        data_root=self.data_root, progress=False)
+                                        data_root=self.data_root, progress=True)
         except SystemExit:
             if rank == 0 and getattr(self, "_requeue_requested", False):
                 _mark_interrupted(self.run_dir, rd.PENDING, REQUEUED_REASON)
