@@ -1,65 +1,44 @@
-"""The paper's claims checked against the store: measured difference, its error, a verdict.
+"""The paper's claims checked against the store: our difference, its 95% interval, a verdict.
 
 A claim compares recipe rows by their mean AP over seeds (``recipes/claims/paper.yaml``):
 
-- ``better``: ``row`` beats ``than``; difference = mean(row) - mean(than).
-- ``same``: ``row`` and ``than`` do not differ; same difference.
-- ``flat``: ``rows`` do not differ; difference = the spread, best row mean - worst row mean.
+- ``better``: ``row`` beats ``than``. The paper's effect is its own difference of the two rows.
+- ``same``: ``row`` and ``than`` do not differ. A difference of 0 cannot be resolved, so the claim
+  names the paper's ``effect`` it is contrasted with (two rows whose paper difference is one the
+  paper does call an effect, e.g. the sample definition's 0.8 AP against box vs point's 0.0).
+- ``flat``: no row of a sweep differs from its ``reference`` row (the paper's default setting);
+  also with an ``effect``. Each row is compared with the reference, never best vs worst: the
+  range of several noisy means is biased upward and has no Welch interval.
 
-The error of a difference is the standard error of the two means combined,
-``sqrt(s1^2/n1 + s2^2/n2)`` (s: the sample std over seeds). Verdicts at two standard errors:
+Every comparison is Welch's 95% interval (:mod:`atss_bench.report.stats`); a sweep's intervals
+are simultaneous (Bonferroni: each at 1 - 0.05/m for m rows besides the reference). Verdicts:
 
-- better: ``holds`` when diff > 2 SE, ``reversed`` when diff < -2 SE, else ``within noise``;
-- same / flat: ``no difference seen`` when |diff| <= 2 SE, else ``differs``.
+- better: ``holds`` when the interval lies above 0, ``reversed`` below 0, else ``inconclusive``;
+- same / flat, X = the largest |difference| an interval allows (``Interval.bound``), E = effect:
+  0 inside and X <= E: ``no difference: within +-X AP``; 0 inside and X > E: ``inconclusive``;
+  0 outside: ``differs`` (``by less than the effect`` when X <= E).
 
-A spread picks the best and the worst of several rows, so it overstates the true difference:
-``flat`` holding is the conservative answer. Fewer than 2 seeds on a side: no error, ``n < 2``.
+X is the interval's farthest end, not its half-width: diff +1.0 +- 0.5 is within +-1.5 AP, not
++-0.5. A compared row without finished seeds: ``not run (missing: ...)``; one seed: no interval.
 Failed runs of a compared row (a diverged baseline) are named in the verdict.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import pandas as pd
-from pydantic import Field, ValidationError, model_validator
 
-from atss_bench.config import Strict
 from atss_bench.errors import ConfigError
 from atss_bench.recipes import BUILTIN_RECIPES, Recipe, load_recipe
+from atss_bench.report import stats
+from atss_bench.report.claims_file import PAPER_CLAIMS, Claim, Pair, load_claims
 from atss_bench.report.summary import MetricStat, summarize_table
-from atss_bench.yamlio import load_yaml_mapping
 
-PAPER_CLAIMS = BUILTIN_RECIPES / "claims" / "paper.yaml"
-Z = 2.0  # verdict threshold in standard errors
-ROW_REF = r"^[0-9A-Za-z_-]+:[A-Za-z0-9][A-Za-z0-9_.-]*$"  # <table>:<row id>
-
-
-class Claim(Strict):
-    id: str
-    claim: str
-    kind: Literal["better", "same", "flat"]
-    row: str | None = Field(default=None, pattern=ROW_REF)
-    than: str | None = Field(default=None, pattern=ROW_REF)
-    rows: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _rows_fit_kind(self) -> "Claim":
-        if self.kind == "flat":
-            if len(self.rows) < 2 or self.row or self.than:
-                raise ValueError("a flat claim lists 2 or more `rows` and no row/than")
-        elif not (self.row and self.than) or self.rows:
-            raise ValueError(f"a {self.kind} claim names `row` and `than`, not `rows`")
-        return self
-
-    def refs(self) -> list[str]:
-        return self.rows if self.kind == "flat" else [str(self.row), str(self.than)]
-
-
-class ClaimSet(Strict):
-    claims: list[Claim] = Field(min_length=1)
+__all__ = ["PAPER_CLAIMS", "Claim", "ClaimResult", "RowAP", "evaluate_claim", "evaluate_claims",
+           "load_claims", "render_claims"]
+ALPHA = 0.05  # 95% intervals (simultaneous over a sweep)
+POWER = 0.8  # --plan: probability of resolving the paper's effect
 
 
 @dataclass(frozen=True)
@@ -71,90 +50,137 @@ class RowAP:
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
-    paper: float | None  # the paper's difference (or spread), AP points
-    diff: float | None  # ours
-    se: float | None
+    paper: float | None  # the paper's difference (a sweep: its row farthest from the reference)
+    effect: float | None  # the paper's effect the claim is judged against (see module docstring)
+    pair: Pair  # the rows of ``diff`` (a sweep: ours farthest from the reference)
+    interval: stats.Interval | None  # ours: Welch, 95% (simultaneous over a sweep)
+    diff: float | None  # ours, difference of mean AP
     n: tuple[int, ...]  # finished seeds of each compared row
     verdict: str
+    noise: float | None = None  # seed std pooled over the compared rows
+    seeds_needed: int | None = None  # per row, to resolve the effect (``stats.seeds_needed``)
+
+    @property
+    def ratio(self) -> float | None:
+        """Ours / the paper's effect."""
+        if self.diff is None or not self.effect:
+            return None
+        return self.diff / self.effect
 
 
-def load_claims(path: str | Path = PAPER_CLAIMS) -> list[Claim]:
-    path = Path(path)
-    data = load_yaml_mapping(path, what="claims file")
-    try:
-        claims = ClaimSet.model_validate(data).claims
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(p) for p in error["loc"])
-        raise ConfigError(f"{path}: {loc}: {error['msg']}",
-                          hint=f"compare with {PAPER_CLAIMS}") from None
-    return claims
-
-
-def _se(stat: MetricStat) -> float | None:
-    return None if stat.std is None or stat.n < 2 else stat.std / math.sqrt(stat.n)
-
-
-def _combined(*stats: MetricStat) -> float | None:
-    errors = [_se(s) for s in stats]
-    return None if any(e is None for e in errors) else math.sqrt(sum(e * e for e in errors))
-
-
-def _verdict(kind: str, diff: float | None, se: float | None) -> str:
-    if diff is None:
-        return "not run"
-    if se is None:
-        return "n < 2"
-    if kind == "better":
-        return "holds" if diff > Z * se else "reversed" if diff < -Z * se else "within noise"
-    return "no difference seen" if abs(diff) <= Z * se else "differs"
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
+def _paper_diff(rows: dict[str, RowAP], pair: Pair) -> float | None:
+    a, b = rows[pair[0]].stat.paper, rows[pair[1]].stat.paper
     return None if a is None or b is None else a - b
+
+
+def _paper_values(claim: Claim, rows: dict[str, RowAP]) -> tuple[float | None, float | None]:
+    """The paper's difference for the claim and the effect it is judged against."""
+    diffs = [_paper_diff(rows, pair) for pair in claim.comparisons()]
+    known = [d for d in diffs if d is not None]
+    paper = max(known, key=abs) if len(known) == len(diffs) else None
+    if claim.effect is None:
+        return paper, paper
+    effect = _paper_diff(rows, (claim.effect.row, claim.effect.than))
+    if effect == 0:
+        raise ConfigError(f"claim '{claim.id}': its effect rows have the same paper AP",
+                          hint="name two rows whose paper difference the paper calls an effect")
+    return paper, None if effect is None else abs(effect)
+
+
+def _interval(rows: dict[str, RowAP], pair: Pair, confidence: float) -> stats.Interval:
+    a, b = rows[pair[0]].stat, rows[pair[1]].stat
+    return stats.welch_interval(a.mean, a.std, a.n, b.mean, b.std, b.n,  # type: ignore[arg-type]
+                                confidence=confidence)
+
+
+def _verdict_better(iv: stats.Interval) -> str:
+    if iv.low > 0:
+        return "holds (interval above 0)"
+    if iv.high < 0:
+        return "reversed (interval below 0)"
+    return "inconclusive (interval contains 0)"
+
+
+def _verdict_same(checked: list[tuple[Pair, stats.Interval]], effect: float | None,
+                  reference: str | None) -> str:
+    """``checked``: every comparison with its interval, the shown one first."""
+    (pair, shown), bound = checked[0], max(iv.bound for _, iv in checked)
+    within = (f"every row within ±{bound:.2f} AP of {reference}" if reference
+              else f"within ±{bound:.2f} AP")
+    which = f"{pair[0]} vs {pair[1]}: " if reference else ""
+    if shown.excludes_zero:
+        if effect is not None and bound <= effect:
+            return f"differs, by less than the effect ({which}interval excludes 0): {within}"
+        return f"differs ({which}interval excludes 0)"
+    if effect is None:
+        return "inconclusive (no paper effect to compare with)"
+    if bound <= effect:
+        return f"no difference: {within}"
+    return (f"inconclusive ({which}interval reaches ±{shown.bound:.2f} AP, more than the "
+            f"{effect:.1f} AP effect)")
+
+
+def _availability(claim: Claim, rows: dict[str, RowAP]) -> str | None:
+    """Why there is no interval, or None."""
+    missing = [ref for ref in claim.refs() if rows[ref].stat.n == 0 and not rows[ref].failed]
+    if missing:
+        return f"not run (missing: {', '.join(missing)})"
+    if any(rows[ref].stat.n == 0 for ref in claim.refs()):
+        return ""  # every run of a row failed: the failure notes say it
+    single = [ref for ref in claim.refs() if rows[ref].stat.n == 1]
+    return f"no interval (1 seed: {', '.join(single)})" if single else None
+
+
+def _noise_and_plan(claim: Claim, rows: dict[str, RowAP],
+                    effect: float | None) -> tuple[float | None, int | None]:
+    picked = [rows[ref].stat for ref in claim.refs() if rows[ref].stat.n >= 2]
+    if not picked:
+        return None, None
+    noise = stats.pooled_std([s.std or 0.0 for s in picked], [s.n for s in picked])
+    if not effect:
+        return noise, None
+    return noise, stats.seeds_needed(noise, effect, equivalence=claim.kind != "better",
+                                     comparisons=len(claim.comparisons()), alpha=ALPHA,
+                                     power=POWER)
 
 
 def evaluate_claim(claim: Claim, rows: dict[str, RowAP]) -> ClaimResult:
     """``rows``: ``<table>:<row>`` -> the row's AP statistics and failed runs."""
-    missing = [ref for ref in claim.refs() if ref not in rows]
-    if missing:
-        raise ConfigError(f"claim '{claim.id}': no recipe row {', '.join(missing)}",
+    unknown = [ref for ref in claim.all_refs() if ref not in rows]
+    if unknown:
+        raise ConfigError(f"claim '{claim.id}': no recipe row {', '.join(unknown)}",
                           hint="rows are <table>:<row id> of the shipped recipes")
-    picked = [rows[ref].stat for ref in claim.refs()]
-    n = tuple(s.n for s in picked)
-    result = _compare(claim, picked, n)
+    paper, effect = _paper_values(claim, rows)
+    noise, plan = _noise_and_plan(claim, rows, effect)
+    n = tuple(rows[ref].stat.n for ref in claim.refs())
+    comparisons = claim.comparisons()
+    reason = _availability(claim, rows)
+    pair, interval, verdict = comparisons[0], None, reason or ""
+    if reason is None:
+        confidence = 1.0 - ALPHA / len(comparisons)
+        checked = [(p, _interval(rows, p, confidence)) for p in comparisons]
+        checked.sort(key=lambda c: (not c[1].excludes_zero,
+                                    -(abs(c[1].diff) if c[1].excludes_zero else c[1].bound)))
+        pair, interval = checked[0]
+        verdict = (_verdict_better(interval) if claim.kind == "better" else
+                   _verdict_same(checked, effect, claim.reference))
     failed = [f"{ref}: {rows[ref].failed} of {rows[ref].failed + rows[ref].stat.n} runs failed"
               for ref in claim.refs() if rows[ref].failed]
-    if not failed:
-        return result
-    verdict = "; ".join(failed if result.diff is None else [result.verdict, *failed])
-    return ClaimResult(claim, result.paper, result.diff, result.se, n, verdict)
+    verdict = "; ".join(part for part in (verdict, *failed) if part)
+    diff = interval.diff if interval else _mean_diff(rows, pair)
+    return ClaimResult(claim, paper, effect, pair, interval, diff, n, verdict, noise, plan)
 
 
-def _compare(claim: Claim, picked: list[MetricStat], n: tuple[int, ...]) -> ClaimResult:
-    if claim.kind != "flat":
-        row, than = picked
-        diff, se = _diff(row.mean, than.mean), _combined(row, than)
-        paper = _diff(row.paper, than.paper)
-    else:
-        means = [s.mean for s in picked]
-        papers = [s.paper for s in picked]
-        if any(m is None for m in means):
-            diff = se = None
-        else:
-            best = max(range(len(picked)), key=lambda i: means[i])
-            worst = min(range(len(picked)), key=lambda i: means[i])
-            diff = means[best] - means[worst]
-            se = _combined(picked[best], picked[worst])
-        paper = None if None in papers else max(papers) - min(papers)
-    return ClaimResult(claim, paper, diff, se, n, _verdict(claim.kind, diff, se))
+def _mean_diff(rows: dict[str, RowAP], pair: Pair) -> float | None:
+    a, b = rows[pair[0]].stat.mean, rows[pair[1]].stat.mean
+    return None if a is None or b is None else a - b
 
 
 def evaluate_claims(claims: Sequence[Claim], results_df: pd.DataFrame, profile: str,
                     recipes: Sequence[Recipe] | None = None,
                     seeds: int | None = None) -> list[ClaimResult]:
     """Every claim against the store; ``recipes`` default to the shipped tables it names."""
-    tables = {ref.split(":")[0] for claim in claims for ref in claim.refs()}
+    tables = {ref.split(":")[0] for claim in claims for ref in claim.all_refs()}
     if recipes is None:
         recipes = [load_recipe(BUILTIN_RECIPES / f"table{t}.yaml") for t in sorted(tables)]
     rows: dict[str, RowAP] = {}
@@ -167,26 +193,68 @@ def evaluate_claims(claims: Sequence[Claim], results_df: pd.DataFrame, profile: 
     return [evaluate_claim(claim, rows) for claim in claims]
 
 
+METHOD = (
+    "Differences of mean AP over seeds, in AP points: the first row minus the second; for a sweep, "
+    "the row farthest from the reference row minus the reference. 95% CI: Welch's interval, df "
+    "its Welch–Satterthwaite degrees of freedom; a sweep's intervals hold together (Bonferroni "
+    "over its rows). Effect: the paper's gain for a claim that one row beats another; for a "
+    "no-difference claim, the paper's gain it is contrasted with (listed below). Verdicts: "
+    "\"holds\" / \"reversed\" only when the interval excludes 0, else \"inconclusive\"; a "
+    "no-difference claim reads \"no difference: within ±X AP\" when the interval contains 0 and "
+    "its farthest end X is at most the effect, \"inconclusive\" when X exceeds the effect, "
+    "\"differs\" when the interval excludes 0.")
+PLAN_METHOD = (
+    "Seeds per row needed: the smallest n for which a 95% Welch interval resolves the paper's "
+    "effect with probability 80%, both rows with the seed std σ pooled over the compared rows "
+    "(shown): it excludes 0 when the true difference is the paper's gain, it lies within "
+    "±effect when the true difference is 0 (no-difference claims). n solves "
+    "effect >= (t(0.975, 2n−2) + t(q, 2n−2)) · σ · √(2/n), q = 0.8 for a gain and 0.9 for a "
+    "no-difference claim, with α and 1 − power split evenly over a sweep's rows (Bonferroni). "
+    f"\"–\": no compared row has 2 seeds; \"> {stats.MAX_SEEDS}\": beyond that.")
+
+
 def _signed(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:+.{digits}f}"
 
 
-def render_claims(results: Sequence[ClaimResult], profile: str) -> str:
-    """Markdown: claim | paper | ours (± SE) | n | verdict."""
-    lines = [
-        f"## The paper's claims on the {profile} profile",
-        "",
-        "Differences in AP points: mean over seeds of the first row minus the second "
-        "(a spread for a sweep); ± one standard error; verdict at 2 standard errors.",
-        "",
-        "| claim | paper | ours | seeds | verdict |",
-        "| --- | ---: | ---: | --- | --- |",
-    ]
+def _plan_cell(r: ClaimResult) -> str:
+    if r.noise is None or not r.effect:
+        return "–"
+    needed = f"> {stats.MAX_SEEDS}" if r.seeds_needed is None else str(r.seeds_needed)
+    return f"{needed} (σ {r.noise:.2f})"
+
+
+def _row_cells(r: ClaimResult) -> list[str]:
+    iv = r.interval
+    ci = "–" if iv is None else f"[{iv.low:+.2f}, {iv.high:+.2f}]"
+    df = "–" if iv is None or iv.df is None else f"{iv.df:.1f}"
+    ratio = "–" if r.ratio is None else f"{r.ratio:+.2f}×"
+    effect = "–" if r.effect is None else f"{r.effect:.1f}"
+    return [r.claim.claim, _signed(r.paper, 1), effect, _signed(r.diff), ci, df,
+            "/".join(str(n) for n in r.n), ratio]
+
+
+def _effects_note(results: Sequence[ClaimResult]) -> list[str]:
+    lines = []
     for r in results:
-        ours = _signed(r.diff) if r.se is None else f"{_signed(r.diff)} ± {r.se:.2f}"
-        paper = _signed(r.paper, 1)
-        if r.claim.kind == "flat":
-            paper, ours = paper.lstrip("+"), ours.lstrip("+")
-        seeds = "/".join(str(n) for n in r.n)
-        lines.append(f"| {r.claim.claim} | {paper} | {ours} | {seeds} | {r.verdict} |")
-    return "\n".join(lines) + "\n"
+        if r.claim.effect is not None:
+            e = r.claim.effect
+            effect = "–" if r.effect is None else f"{r.effect:.1f} AP"
+            lines.append(f"- {r.claim.claim}: effect {effect}, the paper's {e.row} − {e.than}")
+    return ["Effects of the no-difference claims:", "", *lines, ""] if lines else []
+
+
+def render_claims(results: Sequence[ClaimResult], profile: str, plan: bool = False) -> str:
+    """Markdown: claim | paper | effect | ours | 95% CI | df | seeds | ratio | (plan) | verdict."""
+    columns = ["claim", "paper Δ", "effect", "ours Δ", "95% CI", "df", "seeds", "ours / effect",
+               *(["seeds/row needed"] if plan else []), "verdict"]
+    lines = [f"## The paper's claims on the {profile} profile", "", METHOD, "",
+             "| " + " | ".join(columns) + " |",
+             "| --- " + "| ---: " * 7 + ("| ---: " if plan else "") + "| --- |"]
+    for r in results:
+        cells = [*_row_cells(r), *([_plan_cell(r)] if plan else []), r.verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *_effects_note(results)]
+    if plan:
+        lines += [PLAN_METHOD, ""]
+    return "\n".join(lines)
