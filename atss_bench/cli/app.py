@@ -50,7 +50,7 @@ app = typer.Typer(
     help="Reproduce and extend the ATSS paper's sample-selection experiments.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
 
 

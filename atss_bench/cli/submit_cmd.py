@@ -26,6 +26,7 @@ from atss_bench.launch import (
     watch_runs,
 )
 from atss_bench.launch.executors import executor_parameters, job_folder
+from atss_bench.launch.resources import TimeEstimate, paper_scale_settings
 from atss_bench.launch.settings import FIELDS
 from atss_bench.recipes import load_recipe
 from atss_bench.store import printable, resolve_results_dir
@@ -48,7 +49,8 @@ def _print(text: str) -> None:
 
 # --- dry run -----------------------------------------------------------------------------------
 
-def _print_dry_run(plan: SubmissionPlan, sources: dict[str, str]) -> None:
+def _print_dry_run(plan: SubmissionPlan, sources: dict[str, str],
+                   estimate: TimeEstimate | None = None) -> None:
     settings, todo = plan.settings, plan.to_submit
     _print(f"[bold]dry run[/]: nothing is submitted ({settings.cluster}, "
            f"{len(todo)} of {len(plan.tasks)} distinct runs to submit)")
@@ -59,6 +61,8 @@ def _print_dry_run(plan: SubmissionPlan, sources: dict[str, str]) -> None:
             continue
         where = sources.get(name, "default")
         console.print(f"  {name} = {value!r}  ({where})", highlight=False, markup=False)
+    if estimate is not None:
+        console.print(f"time estimate: {estimate.describe()}", highlight=False, markup=False)
     if settings.cluster == "slurm":
         shape = f"job array of {len(todo)} tasks" if len(todo) > 1 else "one job"
         _print(f"sbatch script ({shape}), exactly as it would be submitted:")
@@ -211,18 +215,24 @@ def submit_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder."),
     partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
     gpus_per_node: Optional[int] = typer.Option(
-        None, "--gpus-per-node", min=0, help="GPUs per node; one process per GPU (DDP)."),
+        None, "--gpus-per-node", min=0,
+        help="GPUs per node; one process per GPU (DDP). Default 0; COCO-scale runs on SLURM: 8, "
+             "the paper's."),
     nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="Nodes per run."),
     cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", min=1),
     mem_gb: Optional[float] = typer.Option(None, "--mem-gb", min=0.001, help="Memory per node."),
     time_min: Optional[int] = typer.Option(
-        None, "--time", min=1, help="Minutes per attempt (time-outs requeue; default 720)."),
+        None, "--time", min=1,
+        help="Minutes per attempt (time-outs requeue). Default 720; COCO-scale runs on SLURM: "
+             "estimated from the schedule (--dry-run shows it)."),
     account: Optional[str] = typer.Option(None, "--account"),
     qos: Optional[str] = typer.Option(None, "--qos"),
     constraint: Optional[str] = typer.Option(None, "--constraint"),
     array_parallelism: Optional[int] = typer.Option(
         None, "--array-parallelism", min=1,
         help="Runs at a time (slurm: array %N; local: background processes, default 1)."),
+    force_cpu: bool = typer.Option(
+        False, "--force-cpu", help="Submit COCO-scale runs to SLURM without GPUs all the same."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the whole sbatch script and the tasks; submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="Block with a live table until all finish."),
@@ -238,12 +248,14 @@ def submit_command(
     settings, sources = resolve_settings(flags)
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
+    settings, sources, estimate = paper_scale_settings(settings, sources, experiments,
+                                                       force_cpu=force_cpu)
     results_dir = resolve_results_dir(results).absolute()
     job_folder(results_dir, settings)  # a folder no job script can name fails before any write
     plan = plan_submission(results_dir, experiments, settings, data_root=data_root,
                            record=not dry_run)
     if dry_run:
-        _print_dry_run(plan, sources)
+        _print_dry_run(plan, sources, estimate)
         return
     if not plan.to_submit:
         _print(f"nothing to submit: {len(plan.tasks)} runs are done, busy or already queued")

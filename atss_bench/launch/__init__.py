@@ -7,6 +7,7 @@ the run-directory format); ``store``, ``report`` and ``cli`` sit above it.
     executors       settings -> submitit AutoExecutor parameters, the sbatch header
     submitit_job    SubmititRun: the job callable (idempotent __call__, checkpoint() requeues)
     submit          plan_submission / submit_plan: one job array per recipe, store records
+    resources       COCO-scale SLURM runs: the paper's 8 GPUs, a time limit from the schedule
     slurm_query     query_slurm_states: squeue and sacct, each standing in when the other fails
     states          refresh_job_states: the store joined with the scheduler; ended jobs recorded
 """
