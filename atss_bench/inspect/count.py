@@ -14,7 +14,7 @@ machine (2 cores, busy) intra-op threads made the same work 7-35x slower
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,10 @@ from atss_bench.inspect.gt import SplitGroundTruth
 from atss_bench.inspect.prune import anchors_in_rectangles, location_rectangles
 from atss_bench.model.detector import AnchorSettings
 from atss_bench.model.targets import Assigner
+
+# A prediction-aware rule's inputs for one image: (its position in the split, its anchors) ->
+# {gt_labels [1, M], pred_scores [1, N, C], pred_boxes [1, N, 4]} (``inspect.trained``).
+RuleInputs = Callable[[int, ImageAnchors], dict[str, Tensor]]
 
 # Images handled together by the vectorised steps, to bound their memory (the 5k-image
 # benchmark: +20 MB over the loaded annotations).
@@ -81,9 +85,12 @@ def paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def assign_group(gt: SplitGroundTruth, images: np.ndarray, anchors: ImageAnchors,
-                 assigner: Assigner, prune: bool = True) -> GroupPositives:
-    """Assign each of ``images`` (all padded to the size of ``anchors``, each with GTs)."""
+                 assigner: Assigner, prune: bool = True,
+                 inputs: RuleInputs | None = None) -> GroupPositives:
+    """Assign each of ``images`` (all padded to the size of ``anchors``, each with GTs);
+    ``inputs``: what a prediction-aware rule gets for an image (every anchor kept then)."""
     first, last = gt.gt_offsets[images], gt.gt_offsets[images + 1]
+    prune = prune and inputs is None
     kept = _kept_anchors(gt, first, last, anchors, assigner) if prune else None
     matched = []  # per image: [N_i], N_i its kept anchors (or all of them)
     for i, (a, b) in enumerate(zip(first.tolist(), last.tolist())):
@@ -92,7 +99,8 @@ def assign_group(gt: SplitGroundTruth, images: np.ndarray, anchors: ImageAnchors
             index, offsets, level_counts = kept
             boxes, counts = boxes[index[offsets[i]:offsets[i + 1]]], level_counts[i]
         valid = torch.ones((1, b - a), dtype=torch.bool)
-        matched.append(assigner(boxes, counts, gt.boxes[a:b][None], valid)[0])
+        extra = inputs(int(images[i]), anchors) if inputs is not None else {}
+        matched.append(assigner(boxes, counts, gt.boxes[a:b][None], valid, **extra)[0])
     lengths = torch.tensor([len(m) for m in matched])
     offsets = torch.cat((torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)))
     matched_all = torch.cat(matched)
@@ -124,14 +132,15 @@ def _kept_anchors(gt: SplitGroundTruth, first: np.ndarray, last: np.ndarray,
 
 def iterate_groups(gt: SplitGroundTruth, assigner: Assigner, anchor_settings: AnchorSettings,
                    size_divisibility: int, *, prune: bool = True,
-                   images_per_group: int = IMAGES_PER_GROUP) -> Iterator[GroupPositives]:
+                   images_per_group: int = IMAGES_PER_GROUP,
+                   inputs: RuleInputs | None = None) -> Iterator[GroupPositives]:
     """The positives of every image with GTs, one padded size (and a bounded number of images,
     for memory) at a time."""
     for size, members in group_by_padded_size(gt, size_divisibility).items():
         anchors = anchors_for_padded_size(anchor_settings, size)
         for start in range(0, len(members), images_per_group):
             yield assign_group(gt, members[start:start + images_per_group], anchors, assigner,
-                               prune)
+                               prune, inputs)
 
 
 @contextlib.contextmanager
@@ -148,14 +157,16 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def count_positives(gt: SplitGroundTruth, assigner: Assigner, anchor_settings: AnchorSettings,
                     size_divisibility: int, *, prune: bool = True,
-                    num_threads: int | None = 1) -> PositiveCounts:
-    """Every GT's positives per level under ``assigner`` (see the module docstring)."""
+                    num_threads: int | None = 1,
+                    inputs: RuleInputs | None = None) -> PositiveCounts:
+    """Every GT's positives per level under ``assigner`` (see the module docstring);
+    ``inputs`` for a prediction-aware rule (``assign_group``)."""
     num_levels = len(anchor_settings.strides)
     per_level = torch.zeros(gt.num_gt * num_levels, dtype=torch.int64)
     iou_sum = torch.zeros(gt.num_gt, dtype=torch.float64)
     with torch_threads(num_threads):
         for group in iterate_groups(gt, assigner, anchor_settings, size_divisibility,
-                                    prune=prune):
+                                    prune=prune, inputs=inputs):
             level = group.anchors.levels[group.anchor]
             per_level.index_add_(0, group.gt * num_levels + level, torch.ones_like(group.gt))
             iou_sum.index_add_(0, group.gt, group.iou.double())

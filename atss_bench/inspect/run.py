@@ -3,12 +3,14 @@
     result = run_inspection(root, "val2017", resolve_rule_configs("mini", RULES), out_dir)
 
 The statistics read annotations and image sizes only; only the pictures decode images (through
-``data.CocoDetection``, evaluation transform: no flip).
+``data.CocoDetection``, evaluation transform: no flip). A prediction-aware rule (task_aligned,
+simota, such a plug-in) needs a trained ``model`` (``inspect.trained``): every image with GTs is
+then decoded and run through it, once per such rule, for the statistics as for the pictures.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +22,19 @@ from atss_bench.config import ExperimentConfig
 from atss_bench.data import CocoDetection
 from atss_bench.errors import ConfigError, DataError
 from atss_bench.inspect.anchors import anchors_for_padded_size, build_anchor_settings, padded_size
-from atss_bench.inspect.count import PositiveCounts, assign_group, count_positives, torch_threads
+from atss_bench.inspect.count import (PositiveCounts, RuleInputs, assign_group, count_positives,
+                                      torch_threads)
 from atss_bench.inspect.draw import Panel, render_assignments, save_figure
 from atss_bench.inspect.gt import SplitGroundTruth, load_split_ground_truth
 from atss_bench.inspect.settings import annotation_file
 from atss_bench.inspect.stats import level_names, summarize
+from atss_bench.inspect.trained import TrainedModel, check_model_fits, image_rule_inputs
 from atss_bench.inspect.write import render_markdown, write_tables
 from atss_bench.model import build_assigner
+from atss_bench.model.targets import Assigner
+
+# The inputs a prediction-aware rule asks for (names) -> how to get them for an image.
+InputsFactory = Callable[[Sequence[str]], RuleInputs]
 
 
 @dataclass
@@ -54,14 +62,35 @@ def check_same_geometry(configs: Mapping[str, ExperimentConfig]) -> ExperimentCo
     return first
 
 
+def needs_predictions(configs: Mapping[str, ExperimentConfig]) -> list[str]:
+    """The rules of ``configs`` that choose positives from a model's predictions."""
+    return [rule for rule, c in configs.items() if build_assigner(c.model).inputs]
+
+
+def rule_inputs(rule: str, assigner: Assigner, factory: InputsFactory | None
+                ) -> RuleInputs | None:
+    """None for a rule on GT boxes alone; else its per-image inputs (ConfigError: no model)."""
+    if not assigner.inputs:
+        return None
+    if factory is None:
+        raise ConfigError(f"rule {rule!r} asks for {', '.join(assigner.inputs)}, but no "
+                          "trained model is given", hint="--checkpoint RUN")
+    return factory(assigner.inputs)
+
+
 def compute_statistics(ground_truth: SplitGroundTruth, configs: Mapping[str, ExperimentConfig],
+                       factory: InputsFactory | None = None,
                        ) -> tuple[pd.DataFrame, dict[str, PositiveCounts]]:
-    """Positives of every rule over ``ground_truth`` and their summary table."""
+    """Positives of every rule over ``ground_truth`` and their summary table; ``factory``
+    gives a prediction-aware rule its inputs."""
     config = check_same_geometry(configs)
     settings = build_anchor_settings(config.model)
-    counts = {rule: count_positives(ground_truth, build_assigner(c.model), settings,
-                                    c.data.size_divisibility)
-              for rule, c in configs.items()}
+    counts = {}
+    for rule, c in configs.items():
+        assigner = build_assigner(c.model)
+        counts[rule] = count_positives(ground_truth, assigner, settings,
+                                       c.data.size_divisibility,
+                                       inputs=rule_inputs(rule, assigner, factory))
     return summarize(ground_truth, counts, level_names(settings.strides)), counts
 
 
@@ -74,8 +103,10 @@ def choose_images(ground_truth: SplitGroundTruth, image_ids: Sequence[int] | Non
 
 
 def render_image(dataset: CocoDetection, ground_truth: SplitGroundTruth, position: int,
-                 configs: Mapping[str, ExperimentConfig]) -> Figure:
-    """The figure of one image: a panel per rule with its positives."""
+                 configs: Mapping[str, ExperimentConfig],
+                 factory: InputsFactory | None = None, note: str = "") -> Figure:
+    """The figure of one image: a panel per rule with its positives; ``note`` ends the title
+    (the model whose predictions prediction-aware rules used)."""
     image_id = int(ground_truth.image_ids[position])
     tensor, target = dataset[dataset.ids.index(image_id)]
     height, width = (int(v) for v in ground_truth.sizes[position])
@@ -92,8 +123,9 @@ def render_image(dataset: CocoDetection, ground_truth: SplitGroundTruth, positio
         centers, levels = np.zeros((0, 2)), np.zeros(0, dtype=int)
         zero = last - first
         if last > first:
-            found = assign_group(ground_truth, np.array([position]), anchors,
-                                 build_assigner(rule_config.model))
+            assigner = build_assigner(rule_config.model)
+            found = assign_group(ground_truth, np.array([position]), anchors, assigner,
+                                 inputs=rule_inputs(rule, assigner, factory))
             boxes = anchors.anchors[found.anchor].double()
             centers = ((boxes[:, :2] + boxes[:, 2:]) / 2).numpy()
             levels = anchors.levels[found.anchor].numpy()
@@ -103,38 +135,65 @@ def render_image(dataset: CocoDetection, ground_truth: SplitGroundTruth, positio
     pixels = (tensor.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     num_gt = last - first
     title = (f"image {image_id}: {width}x{height} after resize (padded {size[1]}x{size[0]}), "
-             f"{num_gt} GT box{'' if num_gt == 1 else 'es'}")
+             f"{num_gt} GT box{'' if num_gt == 1 else 'es'}" + (f"; {note}" if note else ""))
     return render_assignments(pixels, ground_truth.boxes[first:last].numpy(), panels,
                               level_names(settings.strides), title)
 
 
 def run_inspection(root: Path, split: str, configs: Mapping[str, ExperimentConfig],
                    out_dir: Path | None, *, image_ids: Sequence[int] | None = None,
-                   num_images: int = 2, name: str = "assign") -> InspectionResult:
+                   num_images: int = 2, name: str = "assign",
+                   model: TrainedModel | None = None) -> InspectionResult:
     """Statistics of every rule in ``configs`` on ``root``'s ``split``; with ``out_dir``, write
-    ``<name>.md``, ``<name>.csv`` and ``<name>-<image id>.png`` there."""
+    ``<name>.md``, ``<name>.csv`` and ``<name>-<image id>.png`` there. ``model``: the trained
+    detector whose predictions prediction-aware rules get (``inspect.trained``)."""
     config = check_same_geometry(configs)
     start = time.perf_counter()
     ground_truth = load_split_ground_truth(annotation_file(root, split),
                                            config.data.test_min_size, config.data.max_size)
     positions = choose_images(ground_truth, image_ids, num_images)  # fail before the work
-    table, counts = compute_statistics(ground_truth, configs)
+    with_predictions = bool(needs_predictions(configs)) and model is not None
+    dataset = open_dataset(root, split, config) if positions or with_predictions else None
+    factory = None
+    if with_predictions:
+        assert model is not None and dataset is not None
+        check_model_fits(model, config, dataset.num_classes)
+        factory = prediction_factory(model, dataset, ground_truth)
+    table, counts = compute_statistics(ground_truth, configs, factory)  # 1 thread (count)
     result = InspectionResult(table, counts, ground_truth, time.perf_counter() - start)
     if out_dir is None:
         return result
     notes = describe(root, split, configs, ground_truth, result.seconds)
+    if with_predictions:
+        assert model is not None
+        notes.insert(3, f"{model.describe()}: its class scores and decoded boxes, eval mode, "
+                        f"for {', '.join(needs_predictions(configs))}")
     markdown = render_markdown(table, f"Sample selection on {root.name} {split}", notes)
     result.markdown_path, result.csv_path = write_tables(table, markdown, out_dir / name)
     if positions:
-        dataset = CocoDetection(root, split, train=False, min_size=config.data.test_min_size,
-                                max_size=config.data.max_size,
-                                remove_images_without_annotations=False)
+        assert dataset is not None
         with torch_threads(1):
             for position in positions:
-                figure = render_image(dataset, ground_truth, position, configs)
+                figure = render_image(dataset, ground_truth, position, configs, factory,
+                                      model.describe() if with_predictions and model else "")
                 path = out_dir / f"{name}-{int(ground_truth.image_ids[position])}.png"
                 result.pictures.append(save_figure(figure, path))
     return result
+
+
+def open_dataset(root: Path, split: str, config: ExperimentConfig) -> CocoDetection:
+    """The split's images as evaluation sees them (test resize, no flip), every image kept."""
+    return CocoDetection(root, split, train=False, min_size=config.data.test_min_size,
+                         max_size=config.data.max_size, remove_images_without_annotations=False)
+
+
+def prediction_factory(model: TrainedModel, dataset: CocoDetection,
+                       ground_truth: SplitGroundTruth) -> InputsFactory:
+    """Per-image inputs of prediction-aware rules from ``model`` on ``dataset``'s images."""
+    def factory(inputs: Sequence[str]) -> RuleInputs:
+        return image_rule_inputs(model, dataset, ground_truth, inputs)
+
+    return factory
 
 
 def describe(root: Path, split: str, configs: Mapping[str, ExperimentConfig],

@@ -75,7 +75,7 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple
             if k not in flat_a or k not in flat_b or flat_a[k] != flat_b[k]]
 
 
-def _find_run(results_dir: Path, given: str) -> Path:
+def find_run(results_dir: Path, given: str) -> Path:
     """``results/runs/<id>`` for a run id or a unique prefix of one (at least MIN_PREFIX)."""
     if not RUN_ID.match(given):
         raise ConfigError(f"{printable(given, 80)!r} is neither a run id nor RECIPE.yaml:ROW",
@@ -97,7 +97,7 @@ def _find_run(results_dir: Path, given: str) -> Path:
                      hint="`atss-bench status` lists the run ids; --results picks the store")
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+def read_config_tree(run_dir: Path) -> dict[str, Any]:
     try:
         data = read_bytes(run_dir / rd.CONFIG, MAX_FILE_BYTES)
     except FileNotFoundError:
@@ -151,8 +151,8 @@ def load_side(given: str, results_dir: Path, profile: str = "full") -> Side:
                        "row_id": experiment.row_id, "label": experiment.label,
                        "profile": experiment.profile, "seed": experiment.seed}
         return side
-    run_dir = _find_run(results_dir, given)
-    side = Side(given, run_dir.name, _read_config(run_dir))
+    run_dir = find_run(results_dir, given)
+    side = Side(given, run_dir.name, read_config_tree(run_dir))
     _stored(side, run_dir)
     return side
 

@@ -127,26 +127,20 @@ def test_no_positives_gives_finite_zero_regression_with_gradient():
     assert reg.grad is not None
 
 
+def _two_processes(monkeypatch, all_reduce) -> None:
+    """torch.distributed as seen by one of 2 processes; ``all_reduce`` adds the other's part."""
+    class FakeDist:
+        is_available = is_initialized = staticmethod(lambda: True)
+        get_world_size = staticmethod(lambda: 2)
+
+    FakeDist.all_reduce = staticmethod(all_reduce)
+    monkeypatch.setattr(losses_module, "dist", FakeDist)
+
+
 def test_normalisers_are_averaged_over_processes(monkeypatch):
     """With 2 processes, the positives (2 here, 4 on the other) are averaged: 3."""
-    class FakeDist:
-        @staticmethod
-        def is_available() -> bool:
-            return True
-
-        @staticmethod
-        def is_initialized() -> bool:
-            return True
-
-        @staticmethod
-        def get_world_size() -> int:
-            return 2
-
-        @staticmethod
-        def all_reduce(tensor: torch.Tensor) -> None:
-            tensor.add_(4.0 if tensor.numel() == 1 and tensor.item() == 2.0 else tensor)
-
-    monkeypatch.setattr(losses_module, "dist", FakeDist)
+    _two_processes(monkeypatch, lambda tensor: tensor.add_(
+        4.0 if tensor.numel() == 1 and tensor.item() == 2.0 else tensor))
     losses = _loss(LossSettings(), [0, 0, -2, -1])
     expected = (2 * (0.25 + 0.75) + 2 * 0.75) * 0.25 * LOG2 / 3
     assert losses["loss_cls"].item() == pytest.approx(expected, rel=1e-6)
@@ -178,24 +172,7 @@ def test_official_retinanet_loss_hand_case():
 
 def test_retinanet_normaliser_is_this_process_own(monkeypatch):
     """Unlike "mean_pos", the RetinaNet normaliser is not averaged over processes."""
-    class FakeDist:
-        @staticmethod
-        def is_available() -> bool:
-            return True
-
-        @staticmethod
-        def is_initialized() -> bool:
-            return True
-
-        @staticmethod
-        def get_world_size() -> int:
-            return 2
-
-        @staticmethod
-        def all_reduce(tensor: torch.Tensor) -> None:
-            tensor.add_(9.0)  # the other process has 9 positives
-
-    monkeypatch.setattr(losses_module, "dist", FakeDist)
+    _two_processes(monkeypatch, lambda tensor: tensor.add_(9.0))  # the other has 9 positives
     focal_sum = (1.0 + 3 * 1.5) * 0.25 * LOG2
     retina = LossSettings(regression="smooth_l1", weight_by_centerness=False,
                           normalizer="retinanet")
