@@ -206,6 +206,10 @@ RUN_IDS = {
     "table9/full": "af0933bc097f db0e59b5cd56 4db1f2561074",
     "table9/mini": "32f4e9000ae1 9ff6b94c05c8 3260fcf40043",
     "table9/mini-shape": "351ec817bff4 36b6c891d342 1652dc8431df",
+    # Why 3 anchor scales help ATSS on mini-COCO (issue 15): Table 7's #A=1 and 3x1 rows + 4S x 1.
+    "scales_explained/full": "af0933bc097f c343ca9e85d9 9cc19bbd05f4",
+    "scales_explained/mini": "32f4e9000ae1 967217cc2676 7799edab17f4",
+    "scales_explained/mini-shape": "351ec817bff4 9ce27b06073b cf0cd4dec7cf",
 }
 
 
