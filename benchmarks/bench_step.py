@@ -24,12 +24,13 @@ one thread's CPU time is stable run to run. ``--threads 2 --clock wall`` measure
 Reported: the ratio of median step times (ours / torchvision; the models step round-robin after
 warm-up, so load drifts on a shared machine hit them alike), the share of our step spent in
 assignment + target building, and inference images/s. ``--profile`` prints torch.profiler's top
-operators of one training step of each model instead.
+operators of one training step of each model instead, and the share of the convolution kernels.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -55,6 +56,8 @@ NUM_CLASSES = 80
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 Images = list[torch.Tensor]
+# The operators that run convolution arithmetic (oneDNN, PyTorch's GEMM path, their backward).
+CONVOLUTION_KERNELS = re.compile(r"^aten::(mkldnn_convolution|_slow_conv2d|convolution_backward)")
 Targets = list[dict[str, torch.Tensor]]
 
 
@@ -197,8 +200,14 @@ def profile_train(models: dict[str, nn.Module], images: Images, targets: Targets
         step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
+        averages = prof.key_averages()
         print(f"=== {name}")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+        total = sum(event.self_cpu_time_total for event in averages)
+        conv = sum(event.self_cpu_time_total for event in averages
+                   if CONVOLUTION_KERNELS.search(event.key))
+        print(f"{name}: convolution kernels {conv / 1e6:.2f} s of {total / 1e6:.2f} s "
+              f"({100 * conv / max(total, 1e-9):.1f}%)", flush=True)
 
 
 @torch.no_grad()

@@ -68,3 +68,38 @@ def test_backbone_folds_only_frozen_bn_and_keeps_deformable_convs() -> None:
     assert not isinstance(deformable.body.layer4[0].conv2, FoldedConv2d)  # DCN: not folded
     assert type(deformable.body.layer4[0].bn2) is FrozenBatchNorm2d  # so its norm still runs
     assert isinstance(deformable.body.layer4[0].conv1, FoldedConv2d)
+
+
+def _backward_nodes(outputs: list[torch.Tensor]) -> list[str]:
+    """Names of every autograd node the outputs' backward would run (each node once)."""
+    seen: set[object] = set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    names = []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack += [next_fn for next_fn, _ in node.next_functions if next_fn is not None]
+    return names
+
+
+@pytest.mark.parametrize(("frozen_stages", "trainable_convs"),
+                         [(2, 15), (1, 19), (0, 20)])  # resnet18: stem 1 + 4 + 5 + 5 + 5
+def test_frozen_stages_run_no_backward_convolution(frozen_stages: int,
+                                                   trainable_convs: int) -> None:
+    # The paper's setting freezes stem + res2: their folded convolutions must not enter the
+    # backward graph at all (no input gradient, no weight gradient), the others must train.
+    torch.manual_seed(0)
+    backbone = Backbone("resnet18", width=0.25, norm="frozen_bn", frozen_stages=frozen_stages)
+    backbone.train()
+    features = list(backbone(torch.rand(1, 3, 64, 64)).values())
+    nodes = _backward_nodes(features)
+    assert nodes.count("ConvolutionBackward0") == trainable_convs
+    sum(f.square().sum() for f in features).backward()
+    frozen = [name for name, _ in backbone.named_parameters()
+              if name.split(".")[1] in backbone.frozen_names]
+    assert len(frozen) == {2: 5, 1: 1, 0: 0}[frozen_stages]  # the convs' weights only: folded
+    for name, parameter in backbone.named_parameters():
+        assert (parameter.grad is None) == (name in frozen), name
