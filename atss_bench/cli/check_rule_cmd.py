@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from atss_bench.assign.contract import ContractReport, check_rule, coco_scenes, random_scenes
 from atss_bench.cli.app import app, console, shown
 from atss_bench.cli.recipes_cmd import parse_sets
 from atss_bench.config import ASSIGN_CONFIGS
 from atss_bench.errors import ConfigError
 from atss_bench.overrides import ASSIGN_KEY, apply_overrides, default_tree, validate_config
+
+if TYPE_CHECKING:  # torch and torchvision load only when the command runs
+    from atss_bench.assign.contract import ContractReport
 
 # The real boxes: $ATSS_BENCH_TEST_COCO, else the shared coco-tiny beside a checkout.
 DEFAULT_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco-tiny"
@@ -64,6 +66,8 @@ def check_rule_command(
     """Check a rule's contract (label space, dtype and shape, determinism, no positives
     without GTs, padded batch = per-image calls, CPU/CUDA agreement with a GPU) on random and
     real COCO scenes; exit 1 with a minimal failing scene when it breaks one."""
+    from atss_bench.assign.contract import check_rule, coco_scenes, random_scenes  # noqa: PLC0415
+
     bound = rule_params(rule, parse_sets(params))
     all_scenes = random_scenes(scenes, seed)
     annotations = coco_annotations(coco) if images else None

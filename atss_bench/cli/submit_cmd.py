@@ -232,7 +232,7 @@ def submit_command(
         None, "--array-parallelism", min=1,
         help="Runs at a time (slurm: array %N; local: background processes, default 1)."),
     force_cpu: bool = typer.Option(
-        False, "--force-cpu", help="Submit COCO-scale runs to SLURM without GPUs all the same."),
+        False, "--force-cpu", help="Submit COCO-scale runs to SLURM without GPUs all the same (no --gpus-per-node: 0)."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the whole sbatch script and the tasks; submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="Block with a live table until all finish."),

@@ -156,6 +156,8 @@ def paper_scale_settings(
     if settings.cluster != "slurm" or not configs:
         return settings, out, None
     update: dict[str, Any] = {}
+    if force_cpu and "gpus_per_node" not in sources:
+        return settings, out, None  # CPU-only on purpose: the plain defaults
     if "gpus_per_node" not in sources:
         update["gpus_per_node"] = PAPER_GPUS_PER_NODE
         out["gpus_per_node"] = PAPER_SOURCE

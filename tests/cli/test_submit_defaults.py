@@ -89,6 +89,14 @@ def test_force_cpu_keeps_the_plain_defaults(tmp_path) -> None:
     assert "time estimate" not in out
 
 
+def test_force_cpu_alone_means_no_gpus(tmp_path) -> None:
+    """--force-cpu without --gpus-per-node is a CPU-only submission, not the paper's 8 GPUs."""
+    result = invoke("submit", TABLE2, "--cluster", "slurm", "--force-cpu", "--dry-run",
+                    "--results", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sbatch(result.output, "gpus-per-node") is None and sbatch(result.output, "time") == "720"
+
+
 @pytest.mark.parametrize("args", [("--profile", "mini", "--cluster", "slurm"),
                                   ("--cluster", "local")])
 def test_mini_profile_and_local_runs_keep_todays_defaults(tmp_path, args) -> None:
