@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from atss_bench.config import ExperimentConfig, config_hash
+from atss_bench.config import ATSSAssign, ExperimentConfig, PluginAssign, config_hash
 from atss_bench.data import CocoDetection
 from atss_bench.engine.checkpoint import load_checkpoint, load_latest_checkpoint
 from atss_bench.errors import ConfigError, DataError, StoreError
@@ -145,7 +145,12 @@ def load_trained_model(spec: str | Path, results_dir: str | Path | None = None) 
     weights = state.get("model")
     if not isinstance(weights, dict):
         raise StoreError(f"{where} holds no model weights")
-    detector = build_detector(config.model, checkpoint_num_classes(weights, config, where))
+    model_config = config.model
+    if isinstance(model_config.assign, PluginAssign):
+        # A plug-in named by a stored config is code named by a results folder: never imported.
+        # The rules inspected come from --rules; the run's own rule holds no weights.
+        model_config = model_config.model_copy(update={"assign": ATSSAssign()})
+    detector = build_detector(model_config, checkpoint_num_classes(weights, config, where))
     try:
         detector.load_state_dict(weights, strict=True)
     except (RuntimeError, TypeError) as exc:

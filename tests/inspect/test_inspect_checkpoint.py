@@ -6,6 +6,7 @@ engine's own checkpoint writer into a run folder laid out as the store writes it
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -252,3 +253,23 @@ def test_numbers_unchanged_for_rules_without_predictions(store, tmp_path):
                                 model=load_trained_model(run_dir))
     pd.testing.assert_frame_equal(plain.table, with_model.table)
     assert np.array_equal(plain.counts["atss"].per_level, with_model.counts["atss"].per_level)
+
+
+def test_a_stored_plug_in_rule_is_never_imported(tmp_path):
+    """A run whose stored config names a plug-in (a file inside the results folder) loads its
+    weights for inspection without importing that file."""
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\n"
+                    "def rule(anchors, num_anchors_per_level, gt_boxes):\n    return None\n")
+    tree = _run_config().model_dump(mode="json")
+    tree["model"]["assign"] = {"strategy": f"{evil}:rule", "params": {},
+                               "rule": "evil:rule",  # its true hash: nothing looks stale
+                               "source_sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}
+    config = ExperimentConfig.model_validate(tree)
+    run_dir = _write_run(tmp_path / "results", _run_config(), hash_of=config)  # ATSS's weights
+    rd.atomic_write_text(run_dir / rd.CONFIG,
+                         yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    model = load_trained_model(run_dir)
+    assert not marker.exists()
+    assert model.config.model.assign.strategy == f"{evil}:rule"  # the record itself is kept
