@@ -85,7 +85,7 @@ def _assign_defaults(strategy: Any, where: str) -> dict[str, Any]:
         return variant().model_dump()
     if (isinstance(strategy, str) and len(strategy) <= PLUGIN_STRATEGY_MAX
             and re.fullmatch(PLUGIN_STRATEGY, strategy)
-            and (":" in strategy or _is_entry_point(strategy))):
+            and (":" in strategy or entry_point_exists(strategy))):
         return {"strategy": strategy, "params": {}}
     raise ConfigError(
         f"{where}: '{ASSIGN_KEY}.strategy' must be one of {sorted(ASSIGN_CONFIGS)} or a "
@@ -94,8 +94,9 @@ def _assign_defaults(strategy: Any, where: str) -> dict[str, Any]:
     )
 
 
-def _is_entry_point(name: str) -> bool:
-    """An installed plug-in of that name (package metadata only: nothing is imported)."""
+def entry_point_exists(name: str) -> bool:
+    """An installed plug-in of that name in the ``atss_bench.assigners`` group (package metadata
+    only: nothing is imported)."""
     return bool(importlib.metadata.entry_points(group=ASSIGNERS_ENTRY_POINT_GROUP, name=name))
 
 

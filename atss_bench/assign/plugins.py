@@ -90,11 +90,6 @@ def is_plugin_spec(strategy: str) -> bool:
     return bool(_MODULE_FORM.fullmatch(strategy) or _FILE_FORM.fullmatch(strategy))
 
 
-def entry_point_exists(name: str) -> bool:
-    """Whether an installed package declares ``name`` in ``ENTRY_POINT_GROUP`` (not loaded)."""
-    return bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=name))
-
-
 def load_rule(strategy: str) -> LoadedRule:
     """Import the rule named ``strategy`` (ConfigError, one line, when it cannot be loaded)."""
     if _FILE_FORM.fullmatch(strategy):

@@ -25,7 +25,7 @@ from atss_bench.engine.distributed import DistInfo, broadcast_from_main, gather_
 from atss_bench.engine.evaluate import evaluate_coco
 from atss_bench.engine.loaders import build_val_datasets, build_val_loader, val_image_ids
 from atss_bench.engine.monitor import EvalProgress
-from atss_bench.engine.tta import (Detections, MergeSettings, build_merge_settings,
+from atss_bench.engine.tta import (Detections, build_merge_settings,
                                    build_test_scales, filter_by_area, merge_detections,
                                    unflip_boxes)
 
@@ -65,12 +65,6 @@ def predict_scale(model: nn.Module, loader: Any, device: torch.device, amp: bool
             dets["boxes"] = clip_boxes_to_image(boxes, orig_size)
             results[int(target["image_id"])] = dets
     return results
-
-
-def merge_scales(per_scale: list[Detections], nms_thresh: float, max_dets: int) -> Detections:
-    """Pool several passes' detections of one image: class-wise NMS, keep the ``max_dets`` best."""
-    return merge_detections(per_scale, MergeSettings("nms", nms_thresh,
-                                                     detections_per_img=max_dets))
 
 
 def to_coco_results(image_id: int, dets: Detections, contiguous_to_cat_id: list[int]) -> list[dict]:

@@ -42,7 +42,8 @@ def parse_rules(text: str | Sequence[str]) -> list[str]:
 def _names_a_plugin(rule: str) -> bool:
     """An import path (``pkg.module:function``, ``file.py:function``) or an installed entry
     point of the ``atss_bench.assigners`` group (looked up, not loaded)."""
-    from atss_bench.assign.plugins import entry_point_exists, is_plugin_spec  # noqa: PLC0415
+    from atss_bench.assign.plugins import is_plugin_spec  # noqa: PLC0415
+    from atss_bench.overrides import entry_point_exists  # noqa: PLC0415
 
     return is_plugin_spec(rule) or (bool(re.fullmatch(PLUGIN_STRATEGY, rule))
                                     and entry_point_exists(rule))

@@ -17,7 +17,7 @@ import re
 from typing import Sequence
 
 from atss_bench.recipes import Recipe
-from atss_bench.report.markdown import METRIC_HEADERS, _delta, _num, _row_state
+from atss_bench.report.markdown import METRIC_HEADERS, _delta, _num, _row_state, table_title
 from atss_bench.report.summary import MetricStat, RowSummary, TableSummary
 
 _SPECIALS = {
@@ -130,10 +130,7 @@ def render_latex(summary: TableSummary) -> str:
     recipe = summary.recipe
     draw = _grid_table if recipe.layout.kind == "grid" else _list_table
     table, legend = draw(recipe, summary.rows)
-    title = f"Table {recipe.table}: {recipe.title}"
-    if summary.dataset is not None:
-        title += f" (dataset {summary.dataset})"
-    comments = [comment_line(title),
+    comments = [comment_line(table_title(summary)),
                 comment_line(f"profile {summary.profile}; {legend}"),
                 comment_line("needs \\usepackage{booktabs}"
                              + (" and \\usepackage{amssymb}" if recipe.layout.checks else ""))]

@@ -222,14 +222,17 @@ def provenance_note(summaries: list[RowSummary]) -> str:
             f"World size: {_count_text(worlds)}. Wall time: {_duration(seconds)} in total.{data}")
 
 
+def table_title(summary: TableSummary) -> str:
+    """``Table <N>: <title>``, with the dataset when the store holds several."""
+    title = f"Table {summary.recipe.table}: {summary.recipe.title}"
+    return title if summary.dataset is None else f"{title} (dataset {summary.dataset})"
+
+
 def render_summary(summary: TableSummary) -> str:
     recipe = summary.recipe
     draw = _grid_table if recipe.layout.kind == "grid" else _list_table
     table, legend = draw(recipe, summary.rows)
-    title = f"## Table {recipe.table}: {recipe.title}"
-    if summary.dataset is not None:
-        title += f" (dataset {summary.dataset})"
-    parts = [title,
+    parts = [f"## {table_title(summary)}",
              profile_note(summary.profile, summary.data_kind), table, legend,
              provenance_note(summary.rows)]
     return "\n\n".join(parts) + "\n"

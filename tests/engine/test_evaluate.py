@@ -17,7 +17,8 @@ from atss_bench.data.detections import perturbed_detections
 from atss_bench.engine.distributed import DistInfo
 from atss_bench.engine.evaluate import (STAT_NAMES, available_evaluators, evaluate_coco,
                                         resolve_evaluator)
-from atss_bench.engine.inference import evaluate_model, merge_scales
+from atss_bench.engine.inference import evaluate_model
+from atss_bench.engine.tta import MergeSettings, merge_detections
 from atss_bench.errors import ConfigError, DataError
 from tests.engine.conftest import tiny_config
 
@@ -86,10 +87,11 @@ def test_merge_scales_is_classwise_nms() -> None:
     a = {"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
     b = {"boxes": box + 0.5, "scores": torch.tensor([0.8]), "labels": torch.tensor([0])}
     c = {"boxes": box, "scores": torch.tensor([0.7]), "labels": torch.tensor([1])}
-    merged = merge_scales([a, b, c], nms_thresh=0.6, max_dets=100)
+    merged = merge_detections([a, b, c], MergeSettings("nms", 0.6, detections_per_img=100))
     assert merged["scores"].tolist() == pytest.approx([0.9, 0.7])
     assert merged["labels"].tolist() == [0, 1]
-    assert len(merge_scales([a, b, c], 0.6, max_dets=1)["scores"]) == 1
+    one = merge_detections([a, b, c], MergeSettings("nms", 0.6, detections_per_img=1))
+    assert len(one["scores"]) == 1
 
 
 class _PerfectDetector(nn.Module):
