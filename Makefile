@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Re-install only when the dependency list changes.
+# Re-install only when the dependency list changes. setuptools' notice about editable installs
+# of a flat layout is advice, not a problem here: it is filtered.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	# setuptools' notice about editable installs of a flat layout is advice, not a problem here.
 	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[dev,fast-eval,tensorboard]'
 	touch $(STAMP)
 
