@@ -210,6 +210,9 @@ RUN_IDS = {
     "scales_explained/full": "af0933bc097f c343ca9e85d9 9cc19bbd05f4",
     "scales_explained/mini": "32f4e9000ae1 967217cc2676 7799edab17f4",
     "scales_explained/mini-shape": "351ec817bff4 9ce27b06073b cf0cd4dec7cf",
+    "center_sampling_explained/full": "3f4c59d69143 e731e5db074c",
+    "center_sampling_explained/mini": "2cc669b5cd9d a2b7612a6514",
+    "center_sampling_explained/mini-shape": "85b911ccf07e 23c5e6bfc0f5",
 }
 
 

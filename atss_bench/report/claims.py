@@ -1,6 +1,7 @@
 """The paper's claims checked against the store: our difference, its 95% interval, a verdict.
 
-A claim compares recipe rows by their mean AP over seeds (``recipes/claims/paper.yaml``):
+A claim compares recipe rows by their mean AP over seeds (``recipes/claims/paper.yaml``; a claim
+may name another COCO metric of the rows' tables, e.g. ``metric: APl`` for large objects):
 
 - ``better``: ``row`` beats ``than``. The paper's effect is its own difference of the two rows.
 - ``same``: ``row`` and ``than`` do not differ. A difference of 0 cannot be resolved, so the claim
@@ -102,11 +103,12 @@ def _verdict_better(iv: stats.Interval) -> str:
 
 
 def _verdict_same(checked: list[tuple[Pair, stats.Interval]], effect: float | None,
-                  reference: str | None) -> str:
-    """``checked``: every comparison with its interval, the shown one first."""
+                  reference: str | None, unit: str = "AP") -> str:
+    """``checked``: every comparison with its interval, the shown one first; ``unit``: the
+    compared metric."""
     (pair, shown), bound = checked[0], max(iv.bound for _, iv in checked)
-    within = (f"every row within ±{bound:.2f} AP of {reference}" if reference
-              else f"within ±{bound:.2f} AP")
+    within = (f"every row within ±{bound:.2f} {unit} of {reference}" if reference
+              else f"within ±{bound:.2f} {unit}")
     which = f"{pair[0]} vs {pair[1]}: " if reference else ""
     if shown.excludes_zero:
         if effect is not None and bound <= effect:
@@ -116,8 +118,8 @@ def _verdict_same(checked: list[tuple[Pair, stats.Interval]], effect: float | No
         return "inconclusive (no paper effect to compare with)"
     if bound <= effect:
         return f"no difference: {within}"
-    return (f"inconclusive ({which}interval reaches ±{shown.bound:.2f} AP, more than the "
-            f"{effect:.1f} AP effect)")
+    return (f"inconclusive ({which}interval reaches ±{shown.bound:.2f} {unit}, more than the "
+            f"{effect:.1f} {unit} effect)")
 
 
 def _availability(claim: Claim, rows: dict[str, RowAP]) -> str | None:
@@ -145,7 +147,7 @@ def _noise_and_plan(claim: Claim, rows: dict[str, RowAP],
 
 
 def evaluate_claim(claim: Claim, rows: dict[str, RowAP]) -> ClaimResult:
-    """``rows``: ``<table>:<row>`` -> the row's AP statistics and failed runs."""
+    """``rows``: ``<table>:<row>`` -> the row's statistics of ``claim.metric`` and failed runs."""
     unknown = [ref for ref in claim.all_refs() if ref not in rows]
     if unknown:
         raise ConfigError(f"claim '{claim.id}': no recipe row {', '.join(unknown)}",
@@ -163,7 +165,7 @@ def evaluate_claim(claim: Claim, rows: dict[str, RowAP]) -> ClaimResult:
                                     -(abs(c[1].diff) if c[1].excludes_zero else c[1].bound)))
         pair, interval = checked[0]
         verdict = (_verdict_better(interval) if claim.kind == "better" else
-                   _verdict_same(checked, effect, claim.reference))
+                   _verdict_same(checked, effect, claim.reference, claim.metric))
     failed = [f"{ref}: {rows[ref].failed} of {rows[ref].failed + rows[ref].stat.n} runs failed"
               for ref in claim.refs() if rows[ref].failed]
     verdict = "; ".join(part for part in (verdict, *failed) if part)
@@ -183,18 +185,34 @@ def evaluate_claims(claims: Sequence[Claim], results_df: pd.DataFrame, profile: 
     tables = {ref.split(":")[0] for claim in claims for ref in claim.all_refs()}
     if recipes is None:
         recipes = [load_recipe(BUILTIN_RECIPES / f"table{t}.yaml") for t in sorted(tables)]
-    rows: dict[str, RowAP] = {}
+    by_metric: dict[str, dict[str, RowAP]] = {}  # metric -> <table>:<row> -> its statistics
     for recipe in recipes:
         summary = summarize_table(recipe, results_df, profile, seeds)
         for row in summary.rows:
             failed = sum(r["status"] == "failed" for r in row.others)
-            ap = row.metrics.get("AP") or MetricStat(row.row.paper.get("AP"))
-            rows[f"{recipe.table}:{row.row.id}"] = RowAP(ap, failed)
-    return [evaluate_claim(claim, rows) for claim in claims]
+            ref = f"{recipe.table}:{row.row.id}"
+            for metric in {*row.metrics, "AP"}:
+                stat = row.metrics.get(metric) or MetricStat(row.row.paper.get(metric))
+                by_metric.setdefault(metric, {})[ref] = RowAP(stat, failed)
+    return [evaluate_claim(claim, _rows_with_metric(claim, by_metric)) for claim in claims]
+
+
+def _rows_with_metric(claim: Claim, by_metric: dict[str, dict[str, RowAP]]) -> dict[str, RowAP]:
+    """The rows' statistics of the claim's metric; ConfigError when a compared row's table does
+    not report it."""
+    if claim.metric == "AP":
+        return by_metric.get("AP", {})
+    rows = by_metric.get(claim.metric, {})
+    lacking = [ref for ref in claim.all_refs() if ref not in rows and ref in by_metric.get("AP", {})]
+    if lacking:
+        raise ConfigError(f"claim '{claim.id}': {', '.join(lacking)} report no {claim.metric}",
+                          hint="a claim's metric must be one of its rows' table metrics")
+    return rows
 
 
 METHOD = (
-    "Differences of mean AP over seeds, in AP points: the first row minus the second; for a sweep, "
+    "Differences of mean AP over seeds, in AP points (another COCO metric where the claim names "
+    "it): the first row minus the second; for a sweep, "
     "the row farthest from the reference row minus the reference. 95% CI: Welch's interval, df "
     "its Welch–Satterthwaite degrees of freedom; a sweep's intervals hold together (Bonferroni "
     "over its rows). Effect: the paper's gain for a claim that one row beats another; for a "

@@ -36,6 +36,8 @@ class Claim(Strict):
     rows: list[str] = Field(default_factory=list)
     reference: str | None = Field(default=None, pattern=ROW_REF)
     effect: EffectRows | None = None
+    # The compared metric (a COCO metric the rows' tables list); AP unless the claim says.
+    metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl"] = "AP"
 
     @model_validator(mode="after")
     def _rows_fit_kind(self) -> "Claim":

@@ -256,6 +256,33 @@ def test_unknown_rows_and_an_effect_of_zero_are_config_errors(table):
                        rows(a=(39.0, None, None, 0), b=(39.0, None, None, 0)))
 
 
+def test_a_claim_on_another_metric_compares_that_metric(table, make_frame):
+    # every metric = paper + value: APl paper 51.5 (ATSS) and 49.8 (center sampling)
+    frame = make_frame(table(3), "mini", {"fcos_atss": [-1.0, 1.0, 0.0],
+                                          "fcos_center_sampling": [0.0, 0.5, 1.0]})
+    better = claim(kind="better", row="3:fcos_atss", than="3:fcos_center_sampling", metric="APl")
+    same = claim(kind="same", row="3:fcos_atss", than="3:fcos_center_sampling", metric="APs",
+                 effect={"row": "3:fcos_atss", "than": "3:retinanet"})
+    large, small = evaluate_claims([better, same], frame, "mini", recipes=[table(3)])
+    a, b = [51.5 - 1.0, 51.5 + 1.0, 51.5], [49.8, 50.3, 50.8]
+    welch = sp.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert large.diff == pytest.approx(51.5 - 50.3)
+    assert (large.paper, large.effect) == (pytest.approx(1.7), pytest.approx(1.7))
+    assert (large.interval.low, large.interval.high) == (pytest.approx(welch.low),
+                                                          pytest.approx(welch.high))
+    assert small.paper == pytest.approx(22.7 - 22.3)
+    assert small.effect == pytest.approx(22.7 - 21.4)  # the effect rows' APs, not their AP
+    assert " APs" in small.verdict and " AP " not in small.verdict + " "
+
+
+def test_a_metric_the_rows_table_does_not_report_is_a_config_error(table):
+    with pytest.raises(ConfigError, match="claim 'c': 1:gn, 1:none report no APl"):
+        evaluate_claims([claim(kind="better", row="1:gn", than="1:none", metric="APl")],
+                        pd.DataFrame(), "mini", recipes=[table(1)])
+    with pytest.raises(ValueError, match="metric"):
+        claim(kind="better", row="1:gn", than="1:none", metric="mAP")
+
+
 def test_cli_claims_plan_and_one_line_errors(tmp_path):
     empty = str(tmp_path / "empty")
     result = runner.invoke(app, ["report", "--claims", "--profile", "mini", "--results", empty])
