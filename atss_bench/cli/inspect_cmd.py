@@ -8,6 +8,7 @@ from typing import Optional
 import pandas as pd
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from atss_bench.cli.app import app, console
@@ -71,10 +72,14 @@ def inspect_assign_command(
     if model is not None:
         console.print(model.describe(), highlight=False, markup=False)
     console.print(render_table(result.table, f"{root.name} {split}, profile {profile}"))
+    if result.agreement is not None:
+        console.print(render_agreement_table(result.agreement))
     gt = result.ground_truth
     console.print(f"{gt.num_images} images, {gt.num_gt} GT boxes, {len(configs)} rules in "
                   f"{result.seconds:.1f} s", highlight=False)
-    for path in (result.markdown_path, result.csv_path, *result.pictures):
+    written = (result.markdown_path, result.csv_path, result.agreement_csv_path,
+               *result.pictures)
+    for path in (p for p in written if p is not None):
         console.print(f"wrote {path}", highlight=False)
 
 
@@ -95,6 +100,29 @@ def render_table(frame: pd.DataFrame, title: str) -> Table:
                           _number(row["pos_per_gt_mean"], 1), _number(row["pos_per_gt_median"], 1),
                           _number(row["pos_per_gt_p10"], 1), _number(row["zero_pos_pct"], 1),
                           _number(row["mean_iou"], 2), *(_number(row[c], 0) for c in levels))
+        table.add_section()
+    return table
+
+
+def render_agreement_table(frame: pd.DataFrame) -> Table:
+    """The agreement with the first rule (``inspect.agreement``): a section per other rule."""
+    reference = escape(str(frame["reference"].iloc[0]))
+    table = Table(title=f"Same positives as {reference}", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  pad_edge=False, collapse_padding=True,
+                  caption=f"per GT, A: positives under {reference}, B: under the rule. GTs: "
+                          "with A or B; Jaccard: mean |A n B| / |A u B|; in ref%: sum |A n B| "
+                          "/ sum |B|; ref in%: sum |A n B| / sum |A|; same%: GTs with A = B")
+    table.add_column("GTs by", no_wrap=True)
+    for header in ("GTs", "Jaccard", "in ref%", "ref in%", "same%"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for rule, rows in frame.groupby("rule", sort=False):
+        table.add_row(f"[bold]{escape(str(rule))}[/bold]")
+        for _, row in rows.iterrows():
+            table.add_row(_group_label(row["group"], row["bin"]), str(int(row["gts"])),
+                          _number(row["jaccard_mean"], 3),
+                          _number(row["other_in_reference_pct"], 1),
+                          _number(row["reference_in_other_pct"], 1),
+                          _number(row["identical_pct"], 1))
         table.add_section()
     return table
 

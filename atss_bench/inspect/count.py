@@ -39,10 +39,15 @@ IMAGES_PER_GROUP = 256
 @dataclass(frozen=True)
 class PositiveCounts:
     """Per GT of a split: ``per_level`` int64 [G, L] positives on each pyramid level and
-    ``iou_sum`` float64 [G] the sum of its positives' IoU with it."""
+    ``iou_sum`` float64 [G] the sum of its positives' IoU with it; and the positives themselves,
+    ``positive_pairs`` int64 [P, 2] (GT index, anchor index), sorted by GT then anchor. The anchor
+    index is into the anchors of the GT's image (``anchors_for_padded_size`` of its padded size),
+    so the GT, which belongs to one image, and the anchor index name an (image, anchor) location
+    (``inspect.agreement`` compares two rules' pairs)."""
 
     per_level: np.ndarray
     iou_sum: np.ndarray
+    positive_pairs: np.ndarray
 
     @property
     def positives(self) -> np.ndarray:  # [G]
@@ -164,10 +169,18 @@ def count_positives(gt: SplitGroundTruth, assigner: Assigner, anchor_settings: A
     num_levels = len(anchor_settings.strides)
     per_level = torch.zeros(gt.num_gt * num_levels, dtype=torch.int64)
     iou_sum = torch.zeros(gt.num_gt, dtype=torch.float64)
+    pairs = [torch.zeros((0, 2), dtype=torch.int64)]
     with torch_threads(num_threads):
         for group in iterate_groups(gt, assigner, anchor_settings, size_divisibility,
                                     prune=prune, inputs=inputs):
             level = group.anchors.levels[group.anchor]
             per_level.index_add_(0, group.gt * num_levels + level, torch.ones_like(group.gt))
             iou_sum.index_add_(0, group.gt, group.iou.double())
-    return PositiveCounts(per_level.reshape(gt.num_gt, num_levels).numpy(), iou_sum.numpy())
+            pairs.append(torch.stack((group.gt, group.anchor), dim=1).long())
+    return PositiveCounts(per_level.reshape(gt.num_gt, num_levels).numpy(), iou_sum.numpy(),
+                          sort_pairs(torch.cat(pairs).numpy()))
+
+
+def sort_pairs(pairs: np.ndarray) -> np.ndarray:
+    """(GT, anchor) pairs [P, 2] sorted by GT, then anchor."""
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]

@@ -6,6 +6,8 @@ The statistics read annotations and image sizes only; only the pictures decode i
 ``data.CocoDetection``, evaluation transform: no flip). A prediction-aware rule (task_aligned,
 simota, such a plug-in) needs a trained ``model`` (``inspect.trained``): every image with GTs is
 then decoded and run through it, once per such rule, for the statistics as for the pictures.
+With two rules or more, each rule's positives are also compared with the first rule's
+(``inspect.agreement``), from the same assignment (no rule runs twice).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from matplotlib.figure import Figure
 from atss_bench.config import ExperimentConfig
 from atss_bench.data import CocoDetection
 from atss_bench.errors import ConfigError, DataError
+from atss_bench.inspect.agreement import summarize_agreement
 from atss_bench.inspect.anchors import anchors_for_padded_size, build_anchor_settings, padded_size
 from atss_bench.inspect.count import (PositiveCounts, RuleInputs, assign_group, count_positives,
                                       torch_threads)
@@ -29,7 +32,8 @@ from atss_bench.inspect.gt import SplitGroundTruth, load_split_ground_truth
 from atss_bench.inspect.settings import annotation_file
 from atss_bench.inspect.stats import level_names, summarize
 from atss_bench.inspect.trained import TrainedModel, check_model_fits, image_rule_inputs
-from atss_bench.inspect.write import render_markdown, write_tables
+from atss_bench.inspect.write import (render_agreement_markdown, render_markdown,
+                                      write_agreement_csv, write_tables)
 from atss_bench.model import build_assigner
 from atss_bench.model.targets import Assigner
 
@@ -48,6 +52,9 @@ class InspectionResult:
     markdown_path: Path | None = None
     csv_path: Path | None = None
     pictures: list[Path] = field(default_factory=list)
+    # With two rules or more: how far each picks the first rule's positives (inspect.agreement)
+    agreement: pd.DataFrame | None = None
+    agreement_csv_path: Path | None = None
 
 
 def check_same_geometry(configs: Mapping[str, ExperimentConfig]) -> ExperimentConfig:
@@ -145,8 +152,9 @@ def run_inspection(root: Path, split: str, configs: Mapping[str, ExperimentConfi
                    num_images: int = 2, name: str = "assign",
                    model: TrainedModel | None = None) -> InspectionResult:
     """Statistics of every rule in ``configs`` on ``root``'s ``split``; with ``out_dir``, write
-    ``<name>.md``, ``<name>.csv`` and ``<name>-<image id>.png`` there. ``model``: the trained
-    detector whose predictions prediction-aware rules get (``inspect.trained``)."""
+    ``<name>.md``, ``<name>.csv`` and ``<name>-<image id>.png`` there (with two rules or more,
+    ``<name>.md`` gets the agreement table too, also in ``<name>-agreement.csv``). ``model``:
+    the trained detector whose predictions prediction-aware rules get (``inspect.trained``)."""
     config = check_same_geometry(configs)
     start = time.perf_counter()
     ground_truth = load_split_ground_truth(annotation_file(root, split),
@@ -160,7 +168,9 @@ def run_inspection(root: Path, split: str, configs: Mapping[str, ExperimentConfi
         check_model_fits(model, config, dataset.num_classes)
         factory = prediction_factory(model, dataset, ground_truth)
     table, counts = compute_statistics(ground_truth, configs, factory)  # 1 thread (count)
-    result = InspectionResult(table, counts, ground_truth, time.perf_counter() - start)
+    agreement = summarize_agreement(ground_truth, counts) if len(counts) > 1 else None
+    result = InspectionResult(table, counts, ground_truth, time.perf_counter() - start,
+                              agreement=agreement)
     if out_dir is None:
         return result
     notes = describe(root, split, configs, ground_truth, result.seconds)
@@ -169,6 +179,9 @@ def run_inspection(root: Path, split: str, configs: Mapping[str, ExperimentConfi
         notes.insert(3, f"{model.describe()}: its class scores and decoded boxes, eval mode, "
                         f"for {', '.join(needs_predictions(configs))}")
     markdown = render_markdown(table, f"Sample selection on {root.name} {split}", notes)
+    if agreement is not None:
+        markdown += render_agreement_markdown(agreement)
+        result.agreement_csv_path = write_agreement_csv(agreement, out_dir / name)
     result.markdown_path, result.csv_path = write_tables(table, markdown, out_dir / name)
     if positions:
         assert dataset is not None

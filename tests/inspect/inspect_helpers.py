@@ -68,9 +68,37 @@ def reference_positives(annotation_path: Path, min_size: int, max_size: int, div
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Plain computation, image by image with every anchor: per GT (images by id, annotation
     order) positives per level [G, L] and the sum of their IoUs [G]."""
+    per_level, iou_sums = [], []
+    for anchors, level, boxes, matched in reference_assignments(
+            annotation_path, min_size, max_size, divisibility, anchor_args, strategy, params):
+        iou = box_iou(anchors, boxes)  # [N, M]
+        for m in range(len(boxes)):
+            mine = matched == m
+            per_level.append(torch.bincount(level[mine],
+                                            minlength=len(anchor_args["strides"])).numpy())
+            iou_sums.append(float(iou[mine, m].double().sum()))
+    return np.array(per_level).reshape(-1, len(anchor_args["strides"])), np.array(iou_sums)
+
+
+def reference_positive_sets(annotation_path: Path, min_size: int, max_size: int,
+                            divisibility: int, anchor_args: dict[str, Any], strategy: str,
+                            params: dict[str, Any]) -> list[set[int]]:
+    """Plain computation: per GT (as ``reference_positives``) the set of its positive anchors,
+    by their index among the image's anchors."""
+    sets = []
+    for _, _, boxes, matched in reference_assignments(
+            annotation_path, min_size, max_size, divisibility, anchor_args, strategy, params):
+        sets += [set((matched == m).nonzero()[:, 0].tolist()) for m in range(len(boxes))]
+    return sets
+
+
+def reference_assignments(annotation_path: Path, min_size: int, max_size: int,
+                          divisibility: int, anchor_args: dict[str, Any], strategy: str,
+                          params: dict[str, Any]):
+    """Per image with GTs (by id): its anchors [N, 4], their levels [N], its resized GT boxes
+    [M, 4] and ``assign()``'s answer [N] on every anchor."""
     data = json.loads(annotation_path.read_text())
     strides = anchor_args["strides"]
-    per_level, iou_sums = [], []
     for image in sorted(data["images"], key=lambda i: i["id"]):
         height, width = image["height"], image["width"]
         anns = [a for a in data["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
@@ -90,13 +118,7 @@ def reference_positives(annotation_path: Path, min_size: int, max_size: int, div
         counts = [len(a) for a in anchors_per_level]
         level = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
         anchors = torch.cat(anchors_per_level)
-        matched = assign(strategy, anchors, counts, boxes, **params)
-        iou = box_iou(anchors, boxes)  # [N, M]
-        for m in range(len(boxes)):
-            mine = matched == m
-            per_level.append(torch.bincount(level[mine], minlength=len(strides)).numpy())
-            iou_sums.append(float(iou[mine, m].double().sum()))
-    return np.array(per_level).reshape(-1, len(strides)), np.array(iou_sums)
+        yield anchors, level, boxes, assign(strategy, anchors, counts, boxes, **params)
 
 
 def _resize(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
