@@ -6,6 +6,7 @@ here, not silently in the README's numbers.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,14 @@ def test_every_row_has_three_seeds_finished_or_failed(profile, name, frames):
 def test_committed_claims_rerender_identically(profile, frames):
     text = render_claims(evaluate_claims(load_claims(), frames[profile], profile), profile)
     assert text == (RESULTS / profile / "claims.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("profile", sorted(COMMITTED))
+def test_the_readme_shows_each_committed_claims_table_as_rendered(profile):
+    """The README's claims table of a reproduction is results/<profile>/claims.md's, row for row
+    (re-rendered records cannot leave stale numbers in the README)."""
+    claims = (RESULTS / profile / "claims.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in claims.splitlines() if line.startswith("| "))
+    readme = (RESULTS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split(f"(results/{profile})", 1)[1]
+    assert "\n" + table + "\n" in re.split(r"\n#{1,3} ", section, maxsplit=1)[0]
