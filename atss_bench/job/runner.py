@@ -12,6 +12,11 @@ place and readable as done; only a successful retrain moves its log, checkpoints
 then replaces metrics.json atomically. A failed retrain keeps the previous result (status.json
 says ``retrain_failed``; the traceback is in ``.retrain/error.txt``) and raises
 ``RetrainFailedError``.
+
+Each attempt that trains appends the code it runs to ``sessions.json`` (``job.sessions``; the
+list restarts when training starts from scratch), so a result resumed from checkpoints says in
+its provenance which code trained before (``earlier_sessions``) and whether it differed
+(``mixed_code``).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from atss_bench.config import ExperimentConfig, config_hash
 from atss_bench.data.identity import DatasetIdentity, resolve_dataset_identity
 from atss_bench.errors import DataError, LaunchError, StoreError, TrainingError
 from atss_bench.job import rundir as rd
+from atss_bench.job import sessions
 from atss_bench.job.dataset import check_stored_dataset, has_checkpoints
 from atss_bench.job.provenance import PATCH_NAME, capture_code, collect_provenance, host_info
 from atss_bench.recipes import METRICS, Experiment
@@ -204,9 +210,10 @@ def _recording_dataset(train: TrainFn, dataset: DatasetIdentity | None) -> Train
 
 def _clear_outputs(run_dir: Path, force: bool) -> None:
     """Before a run that is not done trains in place: a stale patch, metrics and traceback go
-    (``force``: its log and checkpoints too, it starts from scratch)."""
+    (``force``: its log, checkpoints and sessions too, it starts from scratch)."""
     rd.remove_stale_temp_files(run_dir)
-    for name in (rd.METRICS, rd.ERROR, PATCH_NAME) + ((rd.LOG,) if force else ()):
+    restart = (rd.LOG, sessions.SESSIONS) if force else ()
+    for name in (rd.METRICS, rd.ERROR, PATCH_NAME) + restart:
         with suppress(FileNotFoundError):
             (run_dir / name).unlink()
     if force:
@@ -228,14 +235,19 @@ def _train_locked(run_dir: Path, experiment: Experiment, train: TrainFn, force: 
     if force and rd.read_done_metrics(run_dir) is not None:
         return _retrain_locked(run_dir, experiment, train, data_root, progress, dataset)
     _clear_outputs(run_dir, force)
+    fresh = not has_checkpoints(run_dir)  # nothing to resume: the session list restarts
     write_spec(run_dir, experiment, dataset)
-    rd.write_status(run_dir, rd.RUNNING, reason=None, started=rd.utc_now(), finished=None,
-                    attempt=_attempt(run_dir), **host_info())
+    started, attempt = rd.utc_now(), _attempt(run_dir)
+    rd.write_status(run_dir, rd.RUNNING, reason=None, started=started, finished=None,
+                    attempt=attempt, **host_info())
     start = time.monotonic()
     try:
         code = capture_code(run_dir, exclude=[_store_of(run_dir)])  # the code that trains
+        session = sessions.session_entry(attempt, started, code)
+        earlier = sessions.start_session(run_dir, session, fresh=fresh)
         result = train(experiment.config, run_dir, data_root=data_root, progress=progress)
-        record = _metrics_record(experiment, result, run_dir, time.monotonic() - start, code)
+        record = _metrics_record(experiment, result, run_dir, time.monotonic() - start, code,
+                                 _resume_provenance(result, earlier, session))
         rd.atomic_write_json(run_dir / rd.METRICS, record)
     except BaseException as exc:
         _record_failure(run_dir, exc, time.monotonic() - start)
@@ -260,8 +272,11 @@ def _retrain_locked(run_dir: Path, experiment: Experiment, train: TrainFn,
     start = time.monotonic()
     try:
         code = capture_code(staging, exclude=[_store_of(run_dir)])
+        session = sessions.session_entry(_attempt(run_dir), started, code)
+        earlier = sessions.start_session(staging, session, fresh=True)  # starts from scratch
         result = train(experiment.config, staging, data_root=data_root, progress=progress)
-        record = _metrics_record(experiment, result, staging, time.monotonic() - start, code)
+        record = _metrics_record(experiment, result, staging, time.monotonic() - start, code,
+                                 _resume_provenance(result, earlier, session))
     except BaseException as exc:
         _record_retrain_failure(run_dir, staging, exc)
         if isinstance(exc, Exception):
@@ -283,7 +298,7 @@ def _promote(staging: Path, run_dir: Path) -> None:
     ones; an output the retrain did not write is removed (it belonged to the previous result)."""
     trash = staging / ".previous"
     trash.mkdir()
-    names = {rd.LOG, rd.CHECKPOINTS, rd.TENSORBOARD, PATCH_NAME}
+    names = {rd.LOG, rd.CHECKPOINTS, rd.TENSORBOARD, PATCH_NAME, sessions.SESSIONS}
     names |= {p.name for p in staging.iterdir() if not p.name.startswith(".")}
     for name in sorted(names - _NOT_PROMOTED):
         old, new = run_dir / name, staging / name
@@ -306,9 +321,18 @@ def _record_retrain_failure(run_dir: Path, staging: Path, exc: BaseException) ->
         pass
 
 
+def _resume_provenance(result: Any, earlier: list[dict[str, Any]] | None,
+                       session: Mapping[str, Any]) -> dict[str, Any]:
+    """``earlier_sessions`` and ``mixed_code`` when the engine resumed (``job.sessions``)."""
+    provenance = result.get("provenance") if isinstance(result, Mapping) else None
+    return sessions.resume_provenance(provenance, earlier, session)
+
+
 def _metrics_record(experiment: Experiment, result: Any, run_dir: Path,
-                    wall_time: float, code: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """metrics.json's content; ``code``: what ``capture_code`` saw when training started."""
+                    wall_time: float, code: Mapping[str, Any] | None = None,
+                    resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json's content; ``code``: what ``capture_code`` saw when training started;
+    ``resume``: the earlier sessions of a resumed result (``_resume_provenance``)."""
     if not isinstance(result, Mapping) or not isinstance(result.get("metrics"), Mapping):
         raise TrainingError(f"train function returned {type(result).__name__}, "
                             "expected a dict with 'metrics' and 'provenance'")
@@ -324,6 +348,7 @@ def _metrics_record(experiment: Experiment, result: Any, run_dir: Path,
     provenance = {
         **collect_provenance(code),
         **dict(result.get("provenance") or {}),
+        **dict(resume or {}),
         "config_hash": config_hash(config),
         "wall_time": round(wall_time, 3),
         "iter": last.get("iter"),

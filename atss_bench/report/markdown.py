@@ -203,7 +203,8 @@ def _duration(seconds: float) -> str:
 
 
 def provenance_note(summaries: list[RowSummary]) -> str:
-    """Where the numbers come from: runs, commits, devices, world sizes, compute."""
+    """Where the numbers come from: runs, commits (a run resumed from checkpoints that other
+    code trained is marked "(resumed across commits)"), devices, world sizes, compute."""
     done = [r for s in summaries for r in s.done]
     missing = sum(len(s.others) for s in summaries)
     head = f"Provenance: paper = {PAPER}; ours = {_plural(len(done), 'finished run')}"
@@ -211,7 +212,9 @@ def provenance_note(summaries: list[RowSummary]) -> str:
     if not done:
         return head
     commits = Counter((r.get("git_commit") or "unknown")[:7]
-                      + ("-dirty" if r.get("git_dirty") else "") for r in done)
+                      + ("-dirty" if r.get("git_dirty") else "")
+                      + (" (resumed across commits)" if r.get("mixed_code") else "")
+                      for r in done)
     devices = Counter(str(r.get("device") or "unknown") for r in done)
     worlds = Counter(str(r.get("world_size") or "?") for r in done)
     seconds = sum(float(r.get("wall_time") or 0.0) for r in done)

@@ -19,7 +19,7 @@ from atss_bench.recipes import Experiment, Recipe, RecipeRow
 MAX_SEED_SCAN = 16  # seeds=None: look for seed offsets 0..15 of each row in the store
 STATE_PRIORITY = ("running", "pending", "failed", "timed-out", "cancelled", "not run")
 RECORD_FIELDS = ("run_id", "status", "reason", "iter", "max_iter", "git_commit", "git_dirty",
-                 "device", "world_size", "wall_time", "dataset", "dataset_name")
+                 "device", "world_size", "wall_time", "dataset", "dataset_name", "mixed_code")
 
 
 @dataclass(frozen=True)

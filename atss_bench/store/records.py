@@ -30,6 +30,7 @@ COLUMNS = (
     "wall_time",
     *PROVENANCE_FIELDS, "dataset", "dataset_name", "host", "pid", "slurm_job_id", "run_dir",
     "retrain_failed",  # why the last --force retrain failed (its previous result is kept)
+    "mixed_code",  # a resumed result trained by other code before (job.sessions); None: unknown
 )
 PROGRESS_KEYS = ("iter", "max_iter")
 _THIS_HOST = socket.gethostname()
@@ -76,6 +77,7 @@ PROVENANCE_CHECKS = {
     "git_commit": (_is_text, _TEXT), "device": (_is_text, _TEXT),
     "config_hash": (_is_text, _TEXT),
     "git_dirty": (lambda v: isinstance(v, bool), "true or false"),
+    "mixed_code": (lambda v: isinstance(v, bool), "true or false"),
     "world_size": (_is_count, "a non-negative integer"),
     "iter": (_is_count, "a non-negative integer"),
     "max_iter": (_is_count, "a non-negative integer"),
@@ -171,7 +173,7 @@ def read_record(run_dir: Path) -> dict[str, Any]:
             for name, value in stored["metrics"].items():
                 record[name] = value
             provenance = stored["provenance"]
-            for key in PROVENANCE_FIELDS:
+            for key in (*PROVENANCE_FIELDS, "mixed_code"):
                 record[key] = provenance.get(key)
         else:
             state = rd.FAILED
