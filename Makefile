@@ -28,8 +28,9 @@ test: setup
 # training. `make mini-report REPRO=mini-shape` for the shape-only one. Each recipe listed has
 # three seeds of every row committed (tests/report/test_committed_mini.py checks the files).
 REPRO ?= mini
-REPRO_RECIPES ?= $(if $(filter mini,$(REPRO)),table1 table2 table3 table5 table6 table7 table9 scales_explained center_sampling_explained,\
-  table1 table2 table3 table4 table7)
+MINI_RECIPES := table1 table2 table3 table5 table6 table7 table9 scales_explained \
+  center_sampling_explained
+REPRO_RECIPES ?= $(if $(filter mini,$(REPRO)),$(MINI_RECIPES),table1 table2 table3 table4 table7)
 mini-report: setup
 	for r in $(REPRO_RECIPES); do \
 	  $(BIN)/atss-bench report recipes/$$r.yaml --profile $(REPRO) --results results/$(REPRO) \
