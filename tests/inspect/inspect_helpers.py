@@ -63,6 +63,13 @@ def random_coco(root: Path, num_images: int, seed: int, sizes=((120, 160), (160,
     return write_coco(root, images, annotations)
 
 
+def anchor_args(settings: Any) -> dict[str, Any]:
+    """The anchor keyword arguments of the reference helpers from ``AnchorSettings``."""
+    return {"strides": settings.strides, "octave_base_scale": settings.octave_base_scale,
+            "scales_per_octave": settings.scales_per_octave,
+            "aspect_ratios": settings.aspect_ratios}
+
+
 def reference_positives(annotation_path: Path, min_size: int, max_size: int, divisibility: int,
                         anchor_args: dict[str, Any], strategy: str, params: dict[str, Any]
                         ) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from inspect_helpers import random_coco, reference_positive_sets, write_coco
+from inspect_helpers import anchor_args, random_coco, reference_positive_sets, write_coco
 from typer.testing import CliRunner
 
 from atss_bench.cli.main import app
@@ -103,12 +103,10 @@ def test_matches_plain_per_image_sets_and_a_rule_agrees_with_itself(tmp_path):
     path = root / "annotations" / "instances_val2017.json"
     gt = load_split_ground_truth(path, data.test_min_size, data.max_size)
     settings = build_anchor_settings(configs["atss"].model)
-    anchor_args = {"strides": settings.strides, "octave_base_scale": settings.octave_base_scale,
-                   "scales_per_octave": settings.scales_per_octave,
-                   "aspect_ratios": settings.aspect_ratios}
+    anchors = anchor_args(settings)
     _, counts = compute_statistics(gt, configs)
     sets = {rule: reference_positive_sets(path, data.test_min_size, data.max_size,
-                                          data.size_divisibility, anchor_args, rule,
+                                          data.size_divisibility, anchors, rule,
                                           dict(build_assigner(c.model).params))
             for rule, c in configs.items()}
     for rule, found in counts.items():

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from inspect_helpers import random_coco, reference_positives, write_coco
+from inspect_helpers import anchor_args, random_coco, reference_positives, write_coco
 
 from atss_bench.errors import DataError
 from atss_bench.inspect import (
@@ -89,14 +89,12 @@ def test_matches_plain_per_image_assign(tmp_path, overrides):
     path = root / "annotations" / "instances_val2017.json"
     gt = load_split_ground_truth(path, data.test_min_size, data.max_size)
     settings = build_anchor_settings(configs["atss"].model)
-    anchor_args = {"strides": settings.strides, "octave_base_scale": settings.octave_base_scale,
-                   "scales_per_octave": settings.scales_per_octave,
-                   "aspect_ratios": settings.aspect_ratios}
+    anchors = anchor_args(settings)
     table, counts = compute_statistics(gt, configs)
     for rule, config in configs.items():
         assigner = build_assigner(config.model)
         per_level, iou_sum = reference_positives(path, data.test_min_size, data.max_size,
-                                                 data.size_divisibility, anchor_args, rule,
+                                                 data.size_divisibility, anchors, rule,
                                                  dict(assigner.params))
         assert gt.num_gt == len(per_level) > 50
         np.testing.assert_array_equal(counts[rule].per_level, per_level, err_msg=rule)
