@@ -9,6 +9,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO_ENV = "ATSS_BENCH_TEST_COCO"
 
+# The suite checks exact CPU arithmetic (same run id => same weights, resume, two processes ==
+# one), so its training runs on CPU on any machine, subprocesses included; the CUDA tests pick
+# their device themselves. Without this, a GPU machine trains them on CUDA (AMP) and they fail.
+os.environ["ATSS_BENCH_DEVICE"] = "cpu"
+
 
 @pytest.fixture(scope="session")
 def coco_tiny_root() -> Path:

@@ -156,10 +156,27 @@ def test_run_planned_keeps_going_after_a_failure(tmp_path: Path):
     assert [p.action for p in plan_runs(tmp_path, experiments, force=True)] == ["rerun"] * 3
 
 
+def _start_ordinal(folder: Path) -> int:
+    """1 for the first run to start, 2 for the second, ... (exclusive file creation)."""
+    folder.mkdir(exist_ok=True)
+    for ordinal in range(1, 100):
+        try:
+            os.close(os.open(folder / f"start-{ordinal}", os.O_CREAT | os.O_EXCL))
+            return ordinal
+        except FileExistsError:
+            continue
+    raise AssertionError("too many starts")
+
+
 def timed_train(config, run_dir, *, data_root=None, progress=True):
-    """fake_train in a worker process, holding the run for 1 s; records when, where, threads."""
+    """fake_train in a worker process; records when, where, threads. The runs meet in pairs:
+    the 1st and 3rd wait (up to 60 s) until the 2nd and 4th have started, so two jobs that run
+    at once overlap however slowly their processes start, and serial jobs never meet."""
     started = time.time()
-    time.sleep(1.0)
+    starts = Path(run_dir).parent.parent / "test-starts"
+    wanted = 2 * ((_start_ordinal(starts) + 1) // 2)
+    while len(list(starts.iterdir())) < wanted and time.time() < started + 60:
+        time.sleep(0.05)
     result = fake_train(config, run_dir, data_root=data_root, progress=progress)
     result["provenance"].update(pid=os.getpid(), threads=os.environ.get("OMP_NUM_THREADS"),
                                 started=started, ended=time.time())

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from atss_bench.check import DEFAULT_BASELINE, DEFAULT_RECIPE, run_check, update_baseline
 from atss_bench.cli.app import app, console, print_error
+from atss_bench.devices import use_device
 from atss_bench.errors import TrainingError
 
 
@@ -32,10 +33,15 @@ def check_command(
              "and train the missing ones into it (default: a private temporary store)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                              help="Runs trained at once, each with an equal share of the cores."),
+    device: str = typer.Option(
+        "cpu", "--device",
+        help="cpu, cuda or auto. The committed baseline's runs are CPU runs: CUDA (AMP) ones "
+             "are only comparable with a baseline made on CUDA (--update-baseline --device cuda)."),
 ) -> None:
     """Train the CI recipe and compare each row's AP with the baseline; exit 1 on a regression,
     2 on an error (a missing, malformed or stale baseline: its run ids no longer match the
     recipe)."""
+    use_device(device)
     if update:
         try:
             data = update_baseline(recipe, baseline, profile=profile, seeds=seeds,

@@ -15,6 +15,7 @@ from rich.table import Table
 from atss_bench.cli.app import app, console, err_console, shown
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
 from atss_bench.cli.submit_cmd import print_job_states, warn_tracked_store
+from atss_bench.devices import use_device
 from atss_bench.job import (PlannedRun, RunOutcome, plan_runs, refuse_conflicts,
                             resolve_train_fn, run_planned)
 from atss_bench.job import rundir as rd
@@ -26,6 +27,9 @@ from atss_bench.store import (EXPORT_FORMATS, export_results, printable, resolve
                               scan_results, select_dataset)
 
 RESULTS_HELP = "Results folder (default: $ATSS_BENCH_RESULTS, else ./results)."
+DEVICE_HELP = ("auto: CUDA when torch sees a GPU, else CPU; cpu: on any machine (exactly "
+               "reproducible; the committed records are CPU runs); cuda: a GPU or exit 2. "
+               "Default: $ATSS_BENCH_DEVICE, else auto.")
 DATASET_HELP = "Only runs made on this dataset: a fingerprint (or its first characters) or a name."
 STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow",
                "not run": "dim", "busy": "cyan", "skip": "dim", "conflict": "red"}
@@ -156,8 +160,11 @@ def run_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                              help="Runs trained at once, each with an equal share of the cores."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ) -> None:
     """Train a recipe's rows here (--jobs N: N at a time); finished runs are skipped."""
+    if device is not None:
+        use_device(device)  # before anything: a bad choice is exit 2 with nothing planned
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
     results_dir = resolve_results_dir(results)

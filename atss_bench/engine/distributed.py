@@ -9,7 +9,9 @@ Where the process group comes from, first match wins:
    host of ``SLURM_JOB_NODELIST``, port = ``MASTER_PORT`` or derived from ``SLURM_JOB_ID``;
 5. otherwise a single process (no process group).
 
-Backend: NCCL when CUDA is available, gloo otherwise. This module never imports submitit.
+Device: ``$ATSS_BENCH_DEVICE`` (``atss_bench.devices``; ``atss-bench run --device``): ``auto``
+picks CUDA when torch sees a GPU, ``cpu`` stays on CPU on any machine, ``cuda`` needs a GPU.
+Backend: NCCL on CUDA, gloo on CPU. This module never imports submitit.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 
+from atss_bench.devices import DEVICE_ENV, requested_device
 from atss_bench.errors import ConfigError
 
 
@@ -79,9 +82,15 @@ def env_rendezvous(environ: Mapping[str, str] | None = None) -> dict[str, Any] |
 
 
 def _device_for(local_rank: int) -> torch.device:
+    wanted = requested_device()
+    if wanted == "cpu":
+        return torch.device("cpu")
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         return torch.device("cuda", torch.cuda.current_device())
+    if wanted == "cuda":
+        raise ConfigError(f"{DEVICE_ENV}=cuda, but torch sees no CUDA GPU here",
+                          hint="--device cpu or auto, or a CUDA build of torch")
     return torch.device("cpu")
 
 

@@ -6,8 +6,9 @@
 
 Before the model is built the dataset is fingerprinted and checked (``loaders.identify_dataset``):
 bad data fails here, naming the split or the file. A checkpoint records its config hash and its
-dataset fingerprint; resuming refuses a checkpoint of another config or another dataset (one
-from before fingerprints is accepted for mini only, whose generator spec is in the config).
+dataset fingerprint and device type; resuming refuses a checkpoint of another config, another
+dataset (one from before fingerprints is accepted for mini only, whose generator spec is in the
+config) or another device type (CPU vs CUDA; ``engine.distributed`` picks the device).
 
 Called once per process (torchrun, srun, submitit or plain Python); the process group comes from
 ``engine.distributed.init_distributed``. Started again on the same ``run_dir`` it resumes from the
@@ -109,6 +110,7 @@ class _Checkpointer:
             "format": CHECKPOINT_FORMAT, "iteration": iteration,
             "config_hash": config_hash(self.config), "world_size": self.dist_info.world_size,
             "dataset_fingerprint": self.dataset.fingerprint,
+            "device": self.dist_info.device.type,
             "model": self.model.state_dict(),
             **{name: part.state_dict() for name, part in self.parts.items()},
             "rng": rng_states,
@@ -131,6 +133,20 @@ def _check_checkpoint_dataset(state: dict[str, Any], dataset: DatasetIdentity) -
     )
 
 
+def _check_checkpoint_device(state: dict[str, Any], device: torch.device) -> None:
+    """A run is trained on one kind of device: CUDA (AMP, other kernels) and CPU arithmetic
+    differ, so a CPU checkpoint resumed on a GPU (or back) would give a record of neither."""
+    recorded = state.get("device")
+    if recorded is None or recorded == device.type:  # None: made before devices were recorded
+        return
+    back = f"--device {recorded} resumes it where it started, " if recorded in ("cpu", "cuda") else ""
+    raise TrainingError(
+        f"the checkpoint in this run directory was trained on {_one_line(str(recorded))}, "
+        f"not on {device.type}: resuming it here would mix two devices' arithmetic in one run",
+        hint=f"{back}--force retrains it on {device.type}",
+    )
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
@@ -143,6 +159,7 @@ def _resume(state: dict[str, Any], model: nn.Module, parts: dict[str, Any],
             hint="use a fresh run directory (run ids are config hashes) or delete its checkpoints/",
         )
     _check_checkpoint_dataset(state, dataset)
+    _check_checkpoint_device(state, dist_info.device)
     model.load_state_dict(state["model"])
     for name, part in parts.items():
         part.load_state_dict(state[name])
