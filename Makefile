@@ -28,7 +28,7 @@ test: setup
 # training. `make mini-report REPRO=mini-shape` for the shape-only one. Each recipe listed has
 # three seeds of every row committed (tests/report/test_committed_mini.py checks the files).
 REPRO ?= mini
-MINI_RECIPES := table1 table2 table3 table5 table6 table7 table9 scales_explained \
+MINI_RECIPES := table1 table2 table3 table4 table5 table6 table7 table9 scales_explained \
   center_sampling_explained
 REPRO_RECIPES ?= $(if $(filter mini,$(REPRO)),$(MINI_RECIPES),table1 table2 table3 table4 table7)
 mini-report: setup
