@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atss_bench.errors import ConfigError, TrainingError
+from atss_bench.devices import resolved_device
 from atss_bench.job import PlannedRun, plan_runs, refuse_conflicts, run_planned
 from atss_bench.job import rundir as rd
 from atss_bench.job.provenance import collect_provenance
@@ -107,8 +108,8 @@ def _train(recipe_path: Path, profile: str, seeds: int, results_dir: Path,
     """Train what ``results_dir`` lacks (never ``force``: done runs are read, not retrained)."""
     experiments = load_recipe(recipe_path).experiments(profile=profile, seeds=seeds,
                                                        overrides=overrides, rows=rows)
-    plan = plan_runs(results_dir, experiments, force=False)
-    refuse_conflicts(plan)  # a stored run of another dataset is never read back as this one's
+    plan = plan_runs(results_dir, experiments, force=False, device=resolved_device())
+    refuse_conflicts(plan)  # a stored run of another dataset or device is never read as this one
     outcomes = run_planned(results_dir, plan, train_fn=train_fn, jobs=jobs)
     by_run = {o.experiment.run_id: {"metrics": o.metrics, "reason": o.reason} for o in outcomes}
     for item in plan:

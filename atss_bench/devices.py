@@ -39,3 +39,23 @@ def use_device(device: str) -> None:
             raise ConfigError("--device cuda, but torch sees no CUDA GPU here",
                               hint="--device cpu or auto, or a CUDA build of torch")
     os.environ[DEVICE_ENV] = device
+
+
+def resolved_device() -> str:
+    """The device type a run started here trains on: ``cpu`` or ``cuda`` (``auto`` resolved)."""
+    wanted = requested_device()
+    if wanted != "auto":
+        return wanted
+    import torch  # only here: the CLI does not import torch to start
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def recorded_device(provenance: Mapping[str, object] | None) -> str | None:
+    """The device type a record's provenance names (``"cuda (NVIDIA H200)"`` -> ``cuda``), or
+    None when it names none this module knows (older or foreign records are not judged)."""
+    device = (provenance or {}).get("device")
+    if not isinstance(device, str):
+        return None
+    kind = device.strip().split(" ", 1)[0].split(":", 1)[0].lower()
+    return kind if kind in ("cpu", "cuda") else None

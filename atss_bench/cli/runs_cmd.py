@@ -15,7 +15,7 @@ from rich.table import Table
 from atss_bench.cli.app import app, console, err_console, shown
 from atss_bench.cli.recipes_cmd import parse_sets, split_rows
 from atss_bench.cli.submit_cmd import print_job_states, warn_tracked_store
-from atss_bench.devices import use_device
+from atss_bench.devices import resolved_device, use_device
 from atss_bench.job import (PlannedRun, RunOutcome, plan_runs, refuse_conflicts,
                             resolve_train_fn, run_planned)
 from atss_bench.job import rundir as rd
@@ -168,11 +168,12 @@ def run_command(
     experiments = load_recipe(recipe).experiments(profile=profile, seeds=seeds,
                                                   rows=split_rows(rows), overrides=parse_sets(sets))
     results_dir = resolve_results_dir(results)
-    plan = plan_runs(results_dir, experiments, force=force, data_root=data_root)
+    plan = plan_runs(results_dir, experiments, force=force, data_root=data_root,
+                     device=resolved_device())
     if dry_run:
         _print_plan(plan)
         return
-    refuse_conflicts(plan)  # a stored run of another dataset: exit 2 before anything trains
+    refuse_conflicts(plan)  # a stored run of another dataset or device: exit 2 before training
     if not any(item.will_train for item in plan):
         console.print(f"nothing to train: {len(plan)} runs already done or running"
                       f" in {results_dir}")

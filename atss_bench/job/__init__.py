@@ -4,6 +4,7 @@ Layering: this package sits below ``launch`` and ``store`` (both build on its ru
 format in ``rundir``); it never imports them. Importable without submitit or torch.
 """
 from atss_bench.job.batch import (
+    DeviceMismatchError,
     PlannedRun,
     RunOutcome,
     cpu_threads_per_job,
@@ -25,7 +26,7 @@ from atss_bench.job.runner import (
 )
 
 __all__ = [
-    "DatasetMismatchError", "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn",
+    "DatasetMismatchError", "DeviceMismatchError", "PlannedRun", "RunBusyError", "RunJob", "RunOutcome", "TrainFn",
     "cpu_threads_per_job", "dedupe", "default_train_fn", "failure_reason", "mark_pending",
     "plan_runs", "refuse_conflicts", "resolve_train_fn", "run_experiment_job", "run_planned",
 ]

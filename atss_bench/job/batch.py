@@ -26,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
+from atss_bench.devices import recorded_device
 from atss_bench.errors import StoreError
 from atss_bench.job import rundir as rd
 from atss_bench.job.dataset import (WAY_OUT, DatasetMismatchError, IdentityMemo, has_checkpoints,
@@ -33,8 +34,11 @@ from atss_bench.job.dataset import (WAY_OUT, DatasetMismatchError, IdentityMemo,
 from atss_bench.job.runner import RunBusyError, TrainFn, failure_reason, run_experiment_job
 from atss_bench.recipes import Experiment
 
-# conflict: the stored run was made on another dataset (job.dataset); run/submit refuse it
+# conflict: the stored run was made on another dataset (job.dataset) or, when the caller knows
+# the device it trains on, on another device type; run/submit/check refuse it
 Action = Literal["run", "resume", "rerun", "skip", "busy", "conflict"]
+DEVICE_WAY_OUT = ("--device with the record's device reuses it, --force retrains it here, "
+                  "or use --results DIR for a separate store")
 STOP_GRACE_S = 5.0  # Ctrl-C: time for workers to record their runs after the terminal's SIGINT
 TERM_GRACE_S = 60.0  # then SIGTERM: time to checkpoint the iteration and record the run
 EXIT_WAIT_S = 60.0  # a worker that sent its outcome has this long to exit
@@ -46,6 +50,7 @@ class PlannedRun:
     action: Action
     detail: str = ""  # why: "done, AP 37.1", "failed: ...", "running elsewhere", ...
     ap: float | None = None  # the stored AP of a finished run
+    conflict: Literal["dataset", "device"] | None = None  # what a "conflict" is about
 
     @property
     def will_train(self) -> bool:
@@ -73,12 +78,16 @@ def dedupe(experiments: Iterable[Experiment]) -> list[Experiment]:
 
 
 def plan_runs(results_dir: str | Path, experiments: Iterable[Experiment],
-              force: bool = False, data_root: str | None = None) -> list[PlannedRun]:
+              force: bool = False, data_root: str | None = None,
+              device: str | None = None) -> list[PlannedRun]:
     """What ``run`` would do with each distinct experiment (reads the store, writes nothing).
 
     A stored run (done, or with checkpoints) of another dataset than the one ``data_root`` (or
     the config, or $ATSS_BENCH_DATA) gives is a ``conflict`` unless ``force``: its detail is
     the refusal's one line. A dataset not reachable from here is not checked (the job checks).
+    With ``device`` (``cpu``/``cuda``: what the runs would train on here), a finished run made
+    on the other type is a ``conflict`` too: a CUDA run (AMP) of a run id is another sample than
+    its CPU run, so one is never reused as the other (a checkpoint is refused by the engine).
     """
     plan = []
     identities = IdentityMemo(data_root)
@@ -89,7 +98,9 @@ def plan_runs(results_dir: str | Path, experiments: Iterable[Experiment],
         if rd.lock_is_held(run_dir):
             plan.append(PlannedRun(exp, "busy", "running in another process"))
         elif not force and (conflict := _dataset_conflict(run_dir, exp, stored, identities)):
-            plan.append(PlannedRun(exp, "conflict", conflict.message))
+            plan.append(PlannedRun(exp, "conflict", conflict.message, conflict="dataset"))
+        elif not force and (other := _device_conflict(exp, stored, device)):
+            plan.append(PlannedRun(exp, "conflict", other, conflict="device"))
         elif stored is not None:
             ap = stored["metrics"]["AP"]
             plan.append(PlannedRun(exp, "rerun" if force else "skip", f"done, AP {ap:.1f}", ap))
@@ -112,12 +123,30 @@ def _dataset_conflict(run_dir: Path, exp: Experiment, stored: dict[str, Any] | N
     return mismatch(exp, recorded_dataset(run_dir, stored), current)
 
 
+def _device_conflict(exp: Experiment, stored: dict[str, Any] | None,
+                     device: str | None) -> str | None:
+    recorded = recorded_device((stored or {}).get("provenance")) if device else None
+    if recorded is None or recorded == device:
+        return None
+    return (f"run {exp.run_id} ({exp.row_id} seed {exp.seed}) was trained on {recorded}; "
+            f"here it would train on {device}, another sample of the same run id")
+
+
+class DeviceMismatchError(StoreError):
+    """A finished run was trained on another device type than the one used now."""
+
+
 def refuse_conflicts(plan: Iterable[PlannedRun]) -> None:
-    """Raise the first ``conflict``'s DatasetMismatchError (before anything is trained)."""
+    """Raise the first ``conflict``'s error, DatasetMismatchError or DeviceMismatchError
+    (before anything is trained)."""
     conflicts = [item for item in plan if item.action == "conflict"]
-    if conflicts:
-        more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
-        raise DatasetMismatchError(conflicts[0].detail + more, hint=WAY_OUT)
+    if not conflicts:
+        return
+    first = conflicts[0]
+    more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
+    if first.conflict == "device":
+        raise DeviceMismatchError(first.detail + more, hint=DEVICE_WAY_OUT)
+    raise DatasetMismatchError(first.detail + more, hint=WAY_OUT)
 
 
 def run_planned(
