@@ -54,7 +54,7 @@ def resolved_device() -> str:
 def recorded_device(provenance: Mapping[str, object] | None) -> str | None:
     """The device type a record's provenance names (``"cuda (NVIDIA H200)"`` -> ``cuda``), or
     None when it names none this module knows (older or foreign records are not judged)."""
-    device = (provenance or {}).get("device")
+    device = provenance.get("device") if isinstance(provenance, Mapping) else None
     if not isinstance(device, str):
         return None
     kind = device.strip().split(" ", 1)[0].split(":", 1)[0].lower()

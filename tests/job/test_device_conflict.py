@@ -21,7 +21,8 @@ TABLE4 = REPO_ROOT / "recipes" / "table4.yaml"
     ("mps", None), ("", None), (None, None), (3, None), (["cuda"], None), ("x" * 100_000, None)])
 def test_the_device_type_a_record_names(device: object, kind: str | None) -> None:
     assert recorded_device({"device": device}) == kind
-    assert recorded_device(None) is None and recorded_device({}) is None
+    for provenance in (None, {}, [], ["cuda"], "cuda", 7):  # whatever a record holds is data
+        assert recorded_device(provenance) is None
 
 
 def _trained_on(device: str):
