@@ -126,7 +126,7 @@ def test_cli_reference_against_the_committed_reproduction():
     result = CliRunner().invoke(app, ["report", "--table", "2", "--profile", "mini", "--results",
                                       str(COMMITTED_MINI), "--reference", str(COMMITTED_MINI)])
     assert result.exit_code == 0, result.output
-    assert "AP reference (3 seeds)" in result.output
+    assert "AP reference (5 seeds)" in result.output  # Table 2: five seeds a row
     lines = [line for line in result.output.splitlines() if "| +0.0 " in line]
     assert len(lines) == 4 and all("| yes (within ±" in line for line in lines), lines
 
