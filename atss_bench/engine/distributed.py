@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 
-from atss_bench.devices import DEVICE_ENV, requested_device
+from atss_bench.devices import DEVICE_ENV, resolved_device
 from atss_bench.errors import ConfigError
 
 
@@ -82,16 +82,13 @@ def env_rendezvous(environ: Mapping[str, str] | None = None) -> dict[str, Any] |
 
 
 def _device_for(local_rank: int) -> torch.device:
-    wanted = requested_device()
-    if wanted == "cpu":
+    if resolved_device() == "cpu":
         return torch.device("cpu")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
-    if wanted == "cuda":
+    if not torch.cuda.is_available():  # asked for cuda explicitly
         raise ConfigError(f"{DEVICE_ENV}=cuda, but torch sees no CUDA GPU here",
                           hint="--device cpu or auto, or a CUDA build of torch")
-    return torch.device("cpu")
+    torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def init_distributed(
